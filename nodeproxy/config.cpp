@@ -1,0 +1,859 @@
+// Node config: JSON (or YAML) → validated, immutable Snapshot. Every problem is
+// collected as "<json pointer>: <reason>"; unknown fields are errors because a
+// typo in security config must never be silently ignored (STYLE.md §4).
+#include "config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+#include <string_view>
+
+namespace warren::config {
+namespace {
+
+using json = nlohmann::json;
+
+std::string esc(std::string_view key) {  // RFC 6901 escaping of one token
+  std::string out;
+  for (char c : key) {
+    if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out += c;
+  }
+  return out;
+}
+
+std::string sub(const std::string& path, std::string_view key) { return path + "/" + esc(key); }
+std::string sub(const std::string& path, size_t i) { return path + "/" + std::to_string(i); }
+
+// A value for an error message: scalars as JSON, containers by kind (never
+// dumped: they may be arbitrarily deep).
+std::string show(const json& v) {
+  if (v.is_object()) return "an object";
+  if (v.is_array()) return "an array";
+  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::optional<uint16_t> port_of(const json& v) {
+  uint64_t n = 0;
+  if (v.is_number_unsigned()) {
+    n = v.get<uint64_t>();
+  } else if (v.is_number_integer()) {
+    int64_t i = v.get<int64_t>();
+    if (i < 0) return std::nullopt;
+    n = static_cast<uint64_t>(i);
+  } else if (v.is_string()) {
+    const auto& s = v.get_ref<const std::string&>();
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (s.empty() || s.size() > 5 || ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  if (n == 0 || n > 65535) return std::nullopt;
+  return static_cast<uint16_t>(n);
+}
+
+// Kubernetes-style names used in identities: non-empty, [a-z0-9.-], ≤ 253.
+bool k8s_name(const std::string& s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.')) return false;
+  return true;
+}
+
+// Condition keys Istio defines. L4 ones are evaluated here; the others only
+// exist for HTTP (or TLS SNI) and are marked l7_only.
+enum class KeyKind { kL4, kL7, kUnknown };
+KeyKind key_kind(const std::string& k) {
+  static const char* l4[] = {"source.ip",        "source.namespace", "source.principal",
+                             "source.serviceAccount", "destination.ip", "destination.port"};
+  for (const char* s : l4)
+    if (k == s) return KeyKind::kL4;
+  if (k.rfind("request.", 0) == 0 && k.size() > 8) return KeyKind::kL7;
+  if (k == "remote.ip" || k == "connection.sni") return KeyKind::kL7;
+  if (k.rfind("experimental.envoy.filters.", 0) == 0) return KeyKind::kL7;
+  return KeyKind::kUnknown;
+}
+
+class Parser {
+ public:
+  std::vector<std::string> errors;
+
+  void err(const std::string& path, const std::string& msg) {
+    errors.push_back((path.empty() ? std::string("/") : path) + ": " + msg);
+  }
+
+  // `j` must be an object with only the `known` fields.
+  bool object(const json& j, const std::string& path, std::initializer_list<std::string_view> known) {
+    if (!j.is_object()) {
+      err(path, "must be an object, got " + show(j));
+      return false;
+    }
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      bool ok = false;
+      for (auto k : known) ok = ok || k == it.key();
+      if (!ok) err(path, "unknown field \"" + it.key() + "\"");
+    }
+    return true;
+  }
+
+  // The field, or nullptr when absent or null (YAML's "key:" with no value).
+  static const json* get(const json& obj, std::string_view key) {
+    auto it = obj.find(key);
+    return it == obj.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  std::string str(const json& obj, const std::string& path, std::string_view key, bool required,
+                  std::string def = "") {
+    const json* v = get(obj, key);
+    if (!v) {
+      if (required) err(sub(path, key), "is required");
+      return def;
+    }
+    if (!v->is_string()) {
+      err(sub(path, key), "must be a string, got " + show(*v));
+      return def;
+    }
+    if (required && v->get_ref<const std::string&>().empty()) err(sub(path, key), "must not be empty");
+    return v->get<std::string>();
+  }
+
+  // Calls fn(element, element_path, index) for each element of an array field.
+  template <typename Fn>
+  void each(const json& obj, const std::string& path, std::string_view key, Fn fn) {
+    const json* v = get(obj, key);
+    if (!v) return;
+    std::string p = sub(path, key);
+    if (!v->is_array()) {
+      err(p, "must be an array, got " + show(*v));
+      return;
+    }
+    for (size_t i = 0; i < v->size(); i++) fn((*v)[i], sub(p, i), i);
+  }
+
+  std::vector<std::string> strs(const json& obj, const std::string& path, std::string_view key) {
+    std::vector<std::string> out;
+    each(obj, path, key, [&](const json& e, const std::string& p, size_t) {
+      if (!e.is_string()) return err(p, "must be a string, got " + show(e));
+      if (e.get_ref<const std::string&>().empty()) return err(p, "must not be empty");
+      out.push_back(e.get<std::string>());
+    });
+    return out;
+  }
+
+  std::vector<IpAddr> ips(const json& obj, const std::string& path, std::string_view key) {
+    std::vector<IpAddr> out;
+    each(obj, path, key, [&](const json& e, const std::string& p, size_t) {
+      auto ip = e.is_string() ? IpAddr::parse(e.get_ref<const std::string&>()) : std::nullopt;
+      if (!ip) return err(p, show(e) + " is not an IP address");
+      out.push_back(*ip);
+    });
+    return out;
+  }
+
+  std::vector<Cidr> cidrs(const json& obj, const std::string& path, std::string_view key) {
+    std::vector<Cidr> out;
+    each(obj, path, key, [&](const json& e, const std::string& p, size_t) {
+      auto c = e.is_string() ? Cidr::parse(e.get_ref<const std::string&>()) : std::nullopt;
+      if (!c) return err(p, show(e) + " is not a CIDR or IP address");
+      out.push_back(*c);
+    });
+    return out;
+  }
+
+  std::vector<uint16_t> ports(const json& obj, const std::string& path, std::string_view key) {
+    std::vector<uint16_t> out;
+    each(obj, path, key, [&](const json& e, const std::string& p, size_t) {
+      auto port = port_of(e);
+      if (!port) return err(p, show(e) + " is not a port");
+      out.push_back(*port);
+    });
+    return out;
+  }
+
+  std::map<std::string, std::string> labels(const json& obj, const std::string& path,
+                                            std::string_view key) {
+    std::map<std::string, std::string> out;
+    const json* v = get(obj, key);
+    if (!v) return out;
+    std::string p = sub(path, key);
+    if (!v->is_object()) {
+      err(p, "must be an object, got " + show(*v));
+      return out;
+    }
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      if (!it->is_string()) err(sub(p, it.key()), "must be a string, got " + show(*it));
+      else out[it.key()] = it->get<std::string>();
+    }
+    return out;
+  }
+
+  SockAddr sockaddr(const json& obj, const std::string& path, std::string_view key, SockAddr def) {
+    const json* v = get(obj, key);
+    if (!v) return def;
+    auto a = v->is_string() ? SockAddr::parse(v->get_ref<const std::string&>()) : std::nullopt;
+    if (!a) {
+      err(sub(path, key), show(*v) + " is not an address (ip:port or [ipv6]:port)");
+      return def;
+    }
+    return *a;
+  }
+
+  template <typename E>
+  E enumeration(const json& obj, const std::string& path, std::string_view key, E def,
+                std::initializer_list<std::pair<const char*, E>> names) {
+    const json* v = get(obj, key);
+    if (!v) return def;
+    if (v->is_string())
+      for (auto& [n, e] : names)
+        if (v->get_ref<const std::string&>() == n) return e;
+    std::string all;
+    for (auto& [n, e] : names) all += (all.empty() ? "" : ", ") + std::string(n);
+    err(sub(path, key), show(*v) + " is not one of " + all);
+    return def;
+  }
+
+  // Kubernetes metadata; returns {name, namespace, dry-run}.
+  void metadata(const json& obj, const std::string& path, std::string& name, std::string& ns,
+                bool* dry_run) {
+    const json* m = get(obj, "metadata");
+    std::string p = sub(path, "metadata");
+    if (!m) return err(p, "is required");
+    if (!object(*m, p, {"name", "namespace", "annotations", "labels", "uid", "resourceVersion",
+                        "generation", "creationTimestamp"}))
+      return;
+    name = str(*m, p, "name", true);
+    ns = str(*m, p, "namespace", true);
+    labels(*m, p, "labels");
+    auto ann = labels(*m, p, "annotations");
+    auto it = ann.find("istio.io/dry-run");
+    if (it != ann.end() && dry_run) {
+      if (it->second == "true") *dry_run = true;
+      else if (it->second != "false")
+        err(sub(sub(p, "annotations"), it->first), "must be \"true\" or \"false\"");
+    }
+  }
+
+  void type_meta(const json& j, const std::string& path, const char* kind) {
+    const json* av = get(j, "apiVersion");
+    if (av && !(av->is_string() && (*av == "security.istio.io/v1" || *av == "security.istio.io/v1beta1")))
+      err(sub(path, "apiVersion"), show(*av) + " is not security.istio.io/v1 or v1beta1");
+    const json* k = get(j, "kind");
+    if (k && *k != kind) err(sub(path, "kind"), show(*k) + " is not " + kind);
+  }
+
+  std::map<std::string, std::string> selector(const json& spec, const std::string& path, bool& has) {
+    const json* s = get(spec, "selector");
+    if (!s) return {};
+    std::string p = sub(path, "selector");
+    if (!object(*s, p, {"matchLabels"})) return {};
+    auto l = labels(*s, p, "matchLabels");
+    has = !l.empty();
+    return l;
+  }
+
+  StringMatch string_match(const json& src, const std::string& path, const char* key,
+                           const char* not_key) {
+    return StringMatch{strs(src, path, key), strs(src, path, not_key)};
+  }
+
+  Workload workload(const json& j, const std::string& p);
+  Service service(const json& j, const std::string& p);
+  AuthorizationPolicy policy(const json& j, const std::string& p);
+  Rule rule(const json& j, const std::string& p);
+  PeerAuthentication peer_auth(const json& j, const std::string& p);
+  std::shared_ptr<Snapshot> snapshot(const json& doc);
+};
+
+Workload Parser::workload(const json& j, const std::string& p) {
+  Workload w;
+  if (!object(j, p, {"uid", "name", "namespace", "serviceAccount", "node", "ips", "protocol",
+                     "labels", "waypoint"}))
+    return w;
+  w.uid = str(j, p, "uid", true);
+  w.name = str(j, p, "name", true);
+  w.namespace_ = str(j, p, "namespace", true);
+  w.service_account = str(j, p, "serviceAccount", false, "default");
+  if (!w.namespace_.empty() && !k8s_name(w.namespace_))
+    err(sub(p, "namespace"), "\"" + w.namespace_ + "\" is not a valid namespace name");
+  if (!k8s_name(w.service_account))
+    err(sub(p, "serviceAccount"), "\"" + w.service_account + "\" is not a valid service account name");
+  w.node = str(j, p, "node", false);
+  w.ips = ips(j, p, "ips");
+  w.protocol = enumeration(j, p, "protocol", Protocol::kHbone,
+                           {{"HBONE", Protocol::kHbone}, {"NONE", Protocol::kNone}});
+  w.labels = labels(j, p, "labels");
+  w.waypoint = str(j, p, "waypoint", false);
+  return w;
+}
+
+Service Parser::service(const json& j, const std::string& p) {
+  Service s;
+  if (!object(j, p, {"name", "namespace", "hostname", "vips", "ports", "endpoints"})) return s;
+  s.name = str(j, p, "name", true);
+  s.namespace_ = str(j, p, "namespace", true);
+  s.hostname = str(j, p, "hostname", false, s.name + "." + s.namespace_ + ".svc.cluster.local");
+  s.vips = ips(j, p, "vips");
+  each(j, p, "ports", [&](const json& e, const std::string& pp, size_t) {
+    if (!object(e, pp, {"port", "targetPort", "name"})) return;
+    ServicePort sp;
+    const json* port = get(e, "port");
+    if (!port) err(sub(pp, "port"), "is required");
+    else if (auto v = port_of(*port)) sp.port = *v;
+    else err(sub(pp, "port"), show(*port) + " is not a port");
+    if (const json* tp = get(e, "targetPort")) {
+      if (auto v = port_of(*tp)) sp.target_port = *v;
+      else err(sub(pp, "targetPort"), show(*tp) + " is not a port");
+    }
+    sp.name = str(e, pp, "name", false);
+    s.ports.push_back(sp);
+  });
+  s.endpoints = strs(j, p, "endpoints");
+  return s;
+}
+
+Rule Parser::rule(const json& j, const std::string& p) {
+  Rule r;
+  if (!object(j, p, {"from", "to", "when"})) return r;
+  auto non_empty_list = [&](const char* key) {
+    const json* v = get(j, key);
+    if (v && v->is_array() && v->empty()) err(sub(p, key), "must not be empty");
+  };
+  non_empty_list("from");
+  non_empty_list("to");
+  non_empty_list("when");
+  each(j, p, "from", [&](const json& e, const std::string& pp, size_t) {
+    if (!object(e, pp, {"source"})) return;
+    const json* s = get(e, "source");
+    std::string sp = sub(pp, "source");
+    if (!s) return err(sp, "is required");
+    if (!object(*s, sp, {"principals", "notPrincipals", "namespaces", "notNamespaces",
+                         "serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks",
+                         "requestPrincipals", "notRequestPrincipals", "remoteIpBlocks",
+                         "notRemoteIpBlocks"}))
+      return;
+    if (s->empty()) return err(sp, "must not be empty");
+    Source src;
+    src.principals = string_match(*s, sp, "principals", "notPrincipals");
+    for (const char* k : {"principals", "notPrincipals"})
+      each(*s, sp, k, [&](const json& v, const std::string& vp, size_t) {
+        if (v.is_string() && v.get_ref<const std::string&>().rfind("spiffe://", 0) == 0)
+          err(vp, "write principals without the \"spiffe://\" prefix (Istio matches them stripped)");
+      });
+    src.namespaces = string_match(*s, sp, "namespaces", "notNamespaces");
+    src.service_accounts = string_match(*s, sp, "serviceAccounts", "notServiceAccounts");
+    for (const char* k : {"serviceAccounts", "notServiceAccounts"})
+      each(*s, sp, k, [&](const json& v, const std::string& vp, size_t) {
+        if (v.is_string() && v.get_ref<const std::string&>().find('/') == std::string::npos)
+          err(vp, show(v) + " is not <namespace>/<serviceAccount>");
+      });
+    src.ip_blocks = cidrs(*s, sp, "ipBlocks");
+    src.not_ip_blocks = cidrs(*s, sp, "notIpBlocks");
+    bool l7 = !strs(*s, sp, "requestPrincipals").empty();
+    l7 = !strs(*s, sp, "notRequestPrincipals").empty() || l7;
+    l7 = !cidrs(*s, sp, "remoteIpBlocks").empty() || l7;
+    l7 = !cidrs(*s, sp, "notRemoteIpBlocks").empty() || l7;
+    src.has_l7_only = l7;
+    r.from.push_back(std::move(src));
+  });
+  each(j, p, "to", [&](const json& e, const std::string& pp, size_t) {
+    if (!object(e, pp, {"operation"})) return;
+    const json* o = get(e, "operation");
+    std::string op = sub(pp, "operation");
+    if (!o) return err(op, "is required");
+    if (!object(*o, op, {"ports", "notPorts", "hosts", "notHosts", "methods", "notMethods", "paths",
+                         "notPaths"}))
+      return;
+    if (o->empty()) return err(op, "must not be empty");
+    Operation oper;
+    oper.ports = ports(*o, op, "ports");
+    oper.not_ports = ports(*o, op, "notPorts");
+    for (const char* k : {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"})
+      oper.has_l7_only = !strs(*o, op, k).empty() || oper.has_l7_only;
+    r.to.push_back(std::move(oper));
+  });
+  each(j, p, "when", [&](const json& e, const std::string& pp, size_t) {
+    if (!object(e, pp, {"key", "values", "notValues"})) return;
+    Condition c;
+    c.key = str(e, pp, "key", true);
+    c.values = strs(e, pp, "values");
+    c.not_values = strs(e, pp, "notValues");
+    if (c.values.empty() && c.not_values.empty())
+      err(pp, "at least one of values or notValues must be set");
+    KeyKind kind = key_kind(c.key);
+    if (kind == KeyKind::kUnknown && !c.key.empty())
+      err(sub(pp, "key"), "unknown condition key \"" + c.key + "\"");
+    c.l7_only = kind == KeyKind::kL7;
+    if (c.key == "source.ip" || c.key == "destination.ip") {
+      cidrs(e, pp, "values");
+      cidrs(e, pp, "notValues");
+    } else if (c.key == "destination.port") {
+      ports(e, pp, "values");
+      ports(e, pp, "notValues");
+    }
+    r.when.push_back(std::move(c));
+  });
+  return r;
+}
+
+AuthorizationPolicy Parser::policy(const json& j, const std::string& p) {
+  AuthorizationPolicy ap;
+  ap.raw = j;
+  if (!object(j, p, {"apiVersion", "kind", "metadata", "spec", "status"})) return ap;
+  type_meta(j, p, "AuthorizationPolicy");
+  metadata(j, p, ap.name, ap.namespace_, &ap.dry_run);
+  const json* spec = get(j, "spec");
+  if (!spec) return ap;  // like `spec: {}`: ALLOW nothing
+  std::string sp = sub(p, "spec");
+  if (!object(*spec, sp, {"selector", "targetRef", "targetRefs", "action", "provider", "rules"}))
+    return ap;
+  ap.selector = selector(*spec, sp, ap.has_selector);
+  auto target_ref = [&](const json& t, const std::string& tp) {
+    if (!object(t, tp, {"group", "kind", "name", "namespace"})) return;
+    str(t, tp, "kind", true);
+    str(t, tp, "name", true);
+    ap.waypoint_only = true;
+  };
+  if (const json* t = get(*spec, "targetRef")) target_ref(*t, sub(sp, "targetRef"));
+  each(*spec, sp, "targetRefs", [&](const json& t, const std::string& tp, size_t) { target_ref(t, tp); });
+  if (ap.waypoint_only && get(*spec, "selector"))
+    err(sp, "only one of selector and targetRef(s) may be set");
+  ap.action = enumeration(*spec, sp, "action", PolicyAction::kAllow,
+                          {{"ALLOW", PolicyAction::kAllow}, {"DENY", PolicyAction::kDeny},
+                           {"AUDIT", PolicyAction::kAudit}, {"CUSTOM", PolicyAction::kCustom}});
+  if (const json* prov = get(*spec, "provider")) {
+    if (object(*prov, sub(sp, "provider"), {"name"})) str(*prov, sub(sp, "provider"), "name", true);
+    if (ap.action != PolicyAction::kCustom) err(sub(sp, "provider"), "only allowed with action CUSTOM");
+  } else if (ap.action == PolicyAction::kCustom) {
+    err(sub(sp, "provider"), "is required with action CUSTOM");
+  }
+  each(*spec, sp, "rules", [&](const json& r, const std::string& rp, size_t) {
+    ap.rules.push_back(rule(r, rp));
+  });
+  return ap;
+}
+
+PeerAuthentication Parser::peer_auth(const json& j, const std::string& p) {
+  PeerAuthentication pa;
+  pa.raw = j;
+  if (!object(j, p, {"apiVersion", "kind", "metadata", "spec", "status"})) return pa;
+  type_meta(j, p, "PeerAuthentication");
+  metadata(j, p, pa.name, pa.namespace_, nullptr);
+  const json* spec = get(j, "spec");
+  if (!spec) return pa;
+  std::string sp = sub(p, "spec");
+  if (!object(*spec, sp, {"selector", "mtls", "portLevelMtls"})) return pa;
+  pa.selector = selector(*spec, sp, pa.has_selector);
+  auto mode = [&](const json& obj, const std::string& mp) {
+    if (!object(obj, mp, {"mode"})) return PeerAuthMode::kUnset;
+    return enumeration(obj, mp, "mode", PeerAuthMode::kUnset,
+                       {{"UNSET", PeerAuthMode::kUnset}, {"STRICT", PeerAuthMode::kStrict},
+                        {"PERMISSIVE", PeerAuthMode::kPermissive}, {"DISABLE", PeerAuthMode::kDisable}});
+  };
+  if (const json* m = get(*spec, "mtls")) pa.mode = mode(*m, sub(sp, "mtls"));
+  if (const json* plm = get(*spec, "portLevelMtls")) {
+    std::string pp = sub(sp, "portLevelMtls");
+    if (!plm->is_object()) {
+      err(pp, "must be an object, got " + show(*plm));
+    } else {
+      if (!pa.has_selector) err(pp, "requires a workload selector");
+      for (auto it = plm->begin(); it != plm->end(); ++it) {
+        auto port = port_of(json(it.key()));
+        if (!port) err(sub(pp, it.key()), "\"" + it.key() + "\" is not a port");
+        PeerAuthMode m = mode(*it, sub(pp, it.key()));
+        if (port) pa.port_modes[*port] = m;
+      }
+    }
+  }
+  return pa;
+}
+
+std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
+  auto s = std::make_shared<Snapshot>();
+  if (!object(doc, "", {"node", "trustDomain", "rootNamespace", "listeners", "certificates",
+                        "workloads", "services", "policies", "peerAuthentications"}))
+    return s;
+  if (const json* n = get(doc, "node"); n && object(*n, "/node", {"name", "address"})) {
+    s->node_name = str(*n, "/node", "name", true);
+    const json* a = get(*n, "address");
+    auto ip = a && a->is_string() ? IpAddr::parse(a->get_ref<const std::string&>()) : std::nullopt;
+    if (!a) err("/node/address", "is required");
+    else if (!ip) err("/node/address", show(*a) + " is not an IP address");
+    else s->node_address = *ip;
+  } else if (!n) {
+    err("/node", "is required");
+  }
+  s->trust_domain = str(doc, "", "trustDomain", false, s->trust_domain);
+  if (s->trust_domain.empty() || s->trust_domain.find('/') != std::string::npos)
+    err("/trustDomain", "\"" + s->trust_domain + "\" is not a valid trust domain");
+  s->root_namespace = str(doc, "", "rootNamespace", false, s->root_namespace);
+  if (!k8s_name(s->root_namespace)) err("/rootNamespace", "is not a valid namespace name");
+  if (const json* l = get(doc, "listeners");
+      l && object(*l, "/listeners", {"socks5", "admin", "metrics", "readiness", "hbonePort"})) {
+    auto& ls = s->listeners;
+    ls.socks5 = sockaddr(*l, "/listeners", "socks5", ls.socks5);
+    ls.admin = sockaddr(*l, "/listeners", "admin", ls.admin);
+    ls.metrics = sockaddr(*l, "/listeners", "metrics", ls.metrics);
+    ls.readiness = sockaddr(*l, "/listeners", "readiness", ls.readiness);
+    if (const json* hp = get(*l, "hbonePort")) {
+      if (auto port = port_of(*hp)) ls.hbone_port = *port;
+      else err("/listeners/hbonePort", show(*hp) + " is not a port");
+    }
+  }
+  if (const json* c = get(doc, "certificates"); c && object(*c, "/certificates", {"rootCert", "dir"})) {
+    s->certificates.root_cert = str(*c, "/certificates", "rootCert", true);
+    s->certificates.dir = str(*c, "/certificates", "dir", true);
+  } else if (!c) {
+    err("/certificates", "is required");
+  }
+
+  each(doc, "", "workloads", [&](const json& e, const std::string& p, size_t i) {
+    Workload w = workload(e, p);
+    w.identity = "spiffe://" + s->trust_domain + "/ns/" + w.namespace_ + "/sa/" + w.service_account;
+    if (!w.uid.empty() && !s->by_uid_.emplace(w.uid, s->workloads.size()).second)
+      err(sub(p, "uid"), "duplicate uid \"" + w.uid + "\"");
+    for (size_t k = 0; k < w.ips.size(); k++) {
+      auto [it, fresh] = s->by_ip_.emplace(w.ips[k], s->workloads.size());
+      if (!fresh && it->second != s->workloads.size())
+        err(sub(sub(p, "ips"), k), w.ips[k].to_string() + " is also used by workload \"" +
+                                       s->workloads[it->second].uid + "\"");
+      else if (!fresh)
+        err(sub(sub(p, "ips"), k), w.ips[k].to_string() + " is listed twice");
+    }
+    s->workloads.push_back(std::move(w));
+  });
+  each(doc, "", "services", [&](const json& e, const std::string& p, size_t i) {
+    Service sv = service(e, p);
+    for (size_t k = 0; k < sv.endpoints.size(); k++)
+      if (!s->by_uid_.count(sv.endpoints[k]))
+        err(sub(sub(p, "endpoints"), k), "unknown workload uid \"" + sv.endpoints[k] + "\"");
+    for (size_t k = 0; k < sv.vips.size(); k++) {
+      auto [it, fresh] = s->svc_by_vip_.emplace(sv.vips[k], s->services.size());
+      if (!fresh && it->second != s->services.size())
+        err(sub(sub(p, "vips"), k), sv.vips[k].to_string() + " is also the VIP of service \"" +
+                                        s->services[it->second].hostname + "\"");
+      else if (!fresh)
+        err(sub(sub(p, "vips"), k), sv.vips[k].to_string() + " is listed twice");
+    }
+    if (!sv.name.empty() && !sv.namespace_.empty() &&
+        !s->svc_by_host_.emplace(sv.hostname, s->services.size()).second)
+      err(sub(p, "hostname"), "duplicate hostname \"" + sv.hostname + "\"");
+    s->services.push_back(std::move(sv));
+  });
+  std::map<std::string, std::string> seen;
+  each(doc, "", "policies", [&](const json& e, const std::string& p, size_t) {
+    AuthorizationPolicy ap = policy(e, p);
+    std::string id = ap.namespace_ + "/" + ap.name;
+    if (!ap.name.empty() && !seen.emplace(id, p).second)
+      err(sub(sub(p, "metadata"), "name"), "duplicate policy \"" + id + "\" (also " + seen[id] + ")");
+    s->policies.push_back(std::move(ap));
+  });
+  seen.clear();
+  each(doc, "", "peerAuthentications", [&](const json& e, const std::string& p, size_t) {
+    PeerAuthentication pa = peer_auth(e, p);
+    std::string id = pa.namespace_ + "/" + pa.name;
+    if (!pa.name.empty() && !seen.emplace(id, p).second)
+      err(sub(sub(p, "metadata"), "name"), "duplicate PeerAuthentication \"" + id + "\" (also " + seen[id] + ")");
+    s->peer_authentications.push_back(std::move(pa));
+  });
+  return s;
+}
+
+std::atomic<uint64_t> g_version{0};
+
+Result<std::shared_ptr<Snapshot>> parse_mutable(const json& doc) {
+  Parser p;
+  std::shared_ptr<Snapshot> s;
+  try {
+    s = p.snapshot(doc);
+  } catch (const std::exception& e) {  // a bug here must not take the node down
+    return make_error(Errc::kInternal, std::string("config parser: ") + e.what());
+  }
+  if (!p.errors.empty()) {
+    std::string msg;
+    for (auto& e : p.errors) msg += (msg.empty() ? "" : "\n") + e;
+    return make_error(Errc::kInvalidArgument, msg);
+  }
+  s->version = ++g_version;
+  return s;
+}
+
+}  // namespace
+
+const Workload* Snapshot::workload_by_ip(const IpAddr& ip) const {
+  auto it = by_ip_.find(ip);
+  return it == by_ip_.end() ? nullptr : &workloads[it->second];
+}
+
+const Workload* Snapshot::workload_by_uid(const std::string& uid) const {
+  auto it = by_uid_.find(uid);
+  return it == by_uid_.end() ? nullptr : &workloads[it->second];
+}
+
+const Service* Snapshot::service_by_vip(const IpAddr& ip) const {
+  auto it = svc_by_vip_.find(ip);
+  return it == svc_by_vip_.end() ? nullptr : &services[it->second];
+}
+
+const Service* Snapshot::service_by_hostname(const std::string& host) const {
+  auto it = svc_by_host_.find(host);
+  return it == svc_by_host_.end() ? nullptr : &services[it->second];
+}
+
+std::vector<const Workload*> Snapshot::local_workloads() const {
+  std::vector<const Workload*> out;
+  for (const auto& w : workloads)
+    if (w.node == node_name) out.push_back(&w);
+  return out;
+}
+
+Result<SnapshotPtr> parse(const nlohmann::json& doc) {
+  auto r = parse_mutable(doc);
+  if (!r) return r.error();
+  return SnapshotPtr(std::move(r.value()));
+}
+
+const char* to_string(PeerAuthMode m) {
+  switch (m) {
+    case PeerAuthMode::kStrict: return "STRICT";
+    case PeerAuthMode::kPermissive: return "PERMISSIVE";
+    case PeerAuthMode::kDisable: return "DISABLE";
+    case PeerAuthMode::kUnset: break;
+  }
+  return "UNSET";
+}
+
+const char* to_string(PolicyAction a) {
+  switch (a) {
+    case PolicyAction::kDeny: return "DENY";
+    case PolicyAction::kAudit: return "AUDIT";
+    case PolicyAction::kCustom: return "CUSTOM";
+    case PolicyAction::kAllow: break;
+  }
+  return "ALLOW";
+}
+
+nlohmann::json to_json(const Snapshot& s) {
+  using json = nlohmann::json;
+  auto ips = [](const std::vector<IpAddr>& v) {
+    json a = json::array();
+    for (auto& ip : v) a.push_back(ip.to_string());
+    return a;
+  };
+  json doc;
+  doc["node"] = {{"name", s.node_name}, {"address", s.node_address.to_string()}};
+  doc["trustDomain"] = s.trust_domain;
+  doc["rootNamespace"] = s.root_namespace;
+  doc["listeners"] = {{"socks5", s.listeners.socks5.to_string()},
+                      {"admin", s.listeners.admin.to_string()},
+                      {"metrics", s.listeners.metrics.to_string()},
+                      {"readiness", s.listeners.readiness.to_string()},
+                      {"hbonePort", s.listeners.hbone_port}};
+  doc["certificates"] = {{"rootCert", s.certificates.root_cert}, {"dir", s.certificates.dir}};
+  json ws = json::array();
+  for (const auto& w : s.workloads) {
+    ws.push_back({{"uid", w.uid}, {"name", w.name}, {"namespace", w.namespace_},
+                  {"serviceAccount", w.service_account}, {"node", w.node}, {"ips", ips(w.ips)},
+                  {"protocol", w.protocol == Protocol::kHbone ? "HBONE" : "NONE"},
+                  {"labels", w.labels.empty() ? json::object() : json(w.labels)},
+                  {"waypoint", w.waypoint}});
+  }
+  doc["workloads"] = ws;
+  json ss = json::array();
+  for (const auto& sv : s.services) {
+    json ports = json::array();
+    for (auto& p : sv.ports) {
+      json jp = {{"port", p.port}};
+      if (p.target_port) jp["targetPort"] = p.target_port;
+      if (!p.name.empty()) jp["name"] = p.name;
+      ports.push_back(jp);
+    }
+    ss.push_back({{"name", sv.name}, {"namespace", sv.namespace_}, {"hostname", sv.hostname},
+                  {"vips", ips(sv.vips)}, {"ports", ports}, {"endpoints", sv.endpoints}});
+  }
+  doc["services"] = ss;
+  json ps = json::array();
+  for (const auto& p : s.policies) ps.push_back(p.raw);
+  doc["policies"] = ps;
+  json pas = json::array();
+  for (const auto& p : s.peer_authentications) pas.push_back(p.raw);
+  doc["peerAuthentications"] = pas;
+  return doc;
+}
+
+// ---- YAML ----
+
+namespace {
+
+struct YamlConv {
+  size_t budget = 1'000'000;  // nodes; alias expansion ("billion laughs") stops here
+  std::string error;
+
+  static bool all_digits(std::string_view s, size_t from) {
+    if (from >= s.size()) return false;
+    for (size_t i = from; i < s.size(); i++)
+      if (s[i] < '0' || s[i] > '9') return false;
+    return true;
+  }
+
+  // YAML 1.2 core schema for plain scalars.
+  static nlohmann::json plain_scalar(const std::string& s) {
+    if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
+    if (s == "true" || s == "True" || s == "TRUE") return true;
+    if (s == "false" || s == "False" || s == "FALSE") return false;
+    size_t sign = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    if (all_digits(s, sign)) {
+      int64_t v = 0;
+      const char* b = s.data() + (s[0] == '+' ? 1 : 0);
+      auto [p, ec] = std::from_chars(b, s.data() + s.size(), v);
+      if (ec == std::errc() && p == s.data() + s.size()) return v;
+      return s;  // out of range: keep the text
+    }
+    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+      int64_t v = 0;
+      auto [p, ec] = std::from_chars(s.data() + 2, s.data() + s.size(), v, s[1] == 'x' ? 16 : 8);
+      if (ec == std::errc() && p == s.data() + s.size()) return v;
+      return s;
+    }
+    // Floats: digits with one '.', optionally an exponent.
+    bool digit = false, dot = false, exp = false;
+    size_t i = sign;
+    for (; i < s.size(); i++) {
+      char c = s[i];
+      if (c >= '0' && c <= '9') digit = true;
+      else if (c == '.' && !dot && !exp) dot = true;
+      else if ((c == 'e' || c == 'E') && digit && !exp) {
+        exp = true;
+        if (i + 1 < s.size() && (s[i + 1] == '+' || s[i + 1] == '-')) i++;
+        if (i + 1 >= s.size()) return s;
+      } else {
+        return s;
+      }
+    }
+    if (digit && (dot || exp)) {
+      errno = 0;
+      char* end = nullptr;
+      double d = std::strtod(s.c_str(), &end);
+      if (errno == 0 && end == s.c_str() + s.size()) return d;
+    }
+    return s;
+  }
+
+  bool convert(const YAML::Node& n, nlohmann::json& out, int depth) {
+    if (budget-- == 0) return fail("document too large (alias expansion?)");
+    if (depth > 64) return fail("nesting deeper than 64 levels");
+    switch (n.Type()) {
+      case YAML::NodeType::Undefined:
+      case YAML::NodeType::Null:
+        out = nullptr;
+        return true;
+      case YAML::NodeType::Scalar: {
+        const std::string& tag = n.Tag();
+        bool quoted = tag == "!" || tag == "tag:yaml.org,2002:str";
+        out = quoted ? nlohmann::json(n.Scalar()) : plain_scalar(n.Scalar());
+        return true;
+      }
+      case YAML::NodeType::Sequence:
+        out = nlohmann::json::array();
+        for (const auto& e : n) {
+          nlohmann::json v;
+          if (!convert(e, v, depth + 1)) return false;
+          out.push_back(std::move(v));
+        }
+        return true;
+      case YAML::NodeType::Map:
+        out = nlohmann::json::object();
+        for (const auto& kv : n) {
+          if (!kv.first.IsScalar())
+            return fail("line " + std::to_string(kv.first.Mark().line + 1) + ": keys must be scalars");
+          const std::string& key = kv.first.Scalar();
+          if (out.contains(key))
+            return fail("line " + std::to_string(kv.first.Mark().line + 1) + ": duplicate key \"" + key + "\"");
+          nlohmann::json v;
+          if (!convert(kv.second, v, depth + 1)) return false;
+          out[key] = std::move(v);
+        }
+        return true;
+    }
+    return fail("unexpected YAML node");
+  }
+
+  bool fail(std::string msg) {
+    error = std::move(msg);
+    return false;
+  }
+};
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Result<nlohmann::json> yaml_to_json(const std::string& text) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return make_error(Errc::kInvalidArgument, std::string("YAML: ") + e.what());
+  }
+  if (docs.size() != 1)
+    return make_error(Errc::kInvalidArgument,
+                      "YAML: expected one document, found " + std::to_string(docs.size()));
+  YamlConv conv;
+  nlohmann::json out;
+  try {
+    if (!conv.convert(docs[0], out, 0)) return make_error(Errc::kInvalidArgument, "YAML: " + conv.error);
+  } catch (const YAML::Exception& e) {
+    return make_error(Errc::kInvalidArgument, std::string("YAML: ") + e.what());
+  }
+  return out;
+}
+
+Result<SnapshotPtr> load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(Errc::kNotFound, path + ": cannot read: " + std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return make_error(Errc::kSystem, path + ": read failed");
+  std::string text = ss.str();
+
+  nlohmann::json doc;
+  if (ends_with(path, ".yaml") || ends_with(path, ".yml")) {
+    auto y = yaml_to_json(text);
+    if (!y) return y.error().wrap(path);
+    doc = std::move(y.value());
+  } else {
+    try {
+      doc = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line ..."
+      auto close = what.find("] ");
+      if (close != std::string::npos) what = what.substr(close + 2);
+      return make_error(Errc::kInvalidArgument, path + ": " + what);
+    }
+  }
+  auto r = parse_mutable(doc);
+  if (!r) {
+    std::string msg, line;
+    std::istringstream lines(r.error().message);
+    while (std::getline(lines, line)) msg += (msg.empty() ? "" : "\n") + path + ": " + line;
+    return Error{r.error().code, msg, 0};
+  }
+  auto s = std::move(r.value());
+  // Relative certificate paths are relative to the config file.
+  auto base = std::filesystem::path(path).parent_path();
+  for (std::string* p : {&s->certificates.root_cert, &s->certificates.dir})
+    if (!p->empty() && std::filesystem::path(*p).is_relative() && !base.empty())
+      *p = (base / *p).lexically_normal().string();
+  return SnapshotPtr(std::move(s));
+}
+
+}  // namespace warren::config
