@@ -298,3 +298,16 @@ TEST_CASE("config: yaml_to_json scalars and limits") {
             ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n";
   CHECK_FALSE(config::yaml_to_json(bomb).ok());
 }
+
+TEST_CASE("config: the valid fuzz seeds are valid, the invalid one reports every problem") {
+  std::string dir = std::string(WARREN_SRC_DIR) + "/tests/fuzz/corpus/";
+  for (const char* f : {"config/valid_full.json", "config/minimal.json", "config/valid.yaml",
+                        "policy/full.json", "policy/scopes.json", "policy/l7.json"}) {
+    auto r = config::load_file(dir + f);
+    INFO(f << ": " << (r.ok() ? "" : r.error().message));
+    CHECK(r.ok());
+  }
+  auto bad = config::load_file(dir + "config/invalid_many.json");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(std::count(bad.error().message.begin(), bad.error().message.end(), '\n') >= 15);
+}
