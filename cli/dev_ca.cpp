@@ -154,7 +154,8 @@ Result<Clock::time_point> parse_time(std::string_view s) {
     ++i;
   } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
     int oh = two(s, i + 1), om = two(s, i + 4);
-    if (oh < 0 || oh > 23 || om < 0 || om > 59 || i + 3 >= s.size() || s[i + 3] != ':') return bad();
+    if (oh < 0 || oh > 23 || om < 0 || om > 59 || i + 3 >= s.size() || s[i + 3] != ':')
+      return bad();
     offset = (oh * 3600L + om * 60L) * (s[i] == '-' ? -1 : 1);
     i += 6;
   } else {
@@ -191,12 +192,12 @@ Result<void> dev_ca_init(const DevCaInitOptions& o, std::ostream& out) {
   if (!cert) return cert.error();
   certs::Ca ca{std::move(*cert), std::move(*key)};
   if (auto r = ca.save(cert_file, key_file); !r) return r;
-  if (auto r = certs::write_file_atomic(o.out + "/" + kTrustDomainFile, o.trust_domain + "\n",
-                                        0644);
+  if (auto r =
+          certs::write_file_atomic(o.out + "/" + kTrustDomainFile, o.trust_domain + "\n", 0644);
       !r)
     return r;
-  out << "wrote " << cert_file << " and " << key_file << " (trust domain " << o.trust_domain
-      << ", " << o.days << " days)\n";
+  out << "wrote " << cert_file << " and " << key_file << " (trust domain " << o.trust_domain << ", "
+      << o.days << " days)\n";
   return {};
 }
 
@@ -221,8 +222,7 @@ Result<void> dev_ca_issue_config(const DevCaIssueConfigOptions& o, std::ostream&
   std::ifstream in(o.config);
   if (!in) return Error::sys(o.config);
   json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded())
-    return make_error(Errc::kInvalidArgument, o.config + ": not valid JSON");
+  if (doc.is_discarded()) return make_error(Errc::kInvalidArgument, o.config + ": not valid JSON");
   auto at = [&](const std::string& ptr, const std::string& why) {
     return make_error(Errc::kInvalidArgument, o.config + ": " + ptr + ": " + why);
   };

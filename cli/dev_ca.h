@@ -14,7 +14,7 @@
 namespace warren::cli {
 
 struct DevCaInitOptions {
-  std::string out;                             // DIR: root-cert.pem, root-key.pem, trust-domain
+  std::string out;  // DIR: root-cert.pem, root-key.pem, trust-domain
   std::string trust_domain = "cluster.local";
   int days = 3650;
   bool force = false;  // overwrite an existing CA

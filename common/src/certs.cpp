@@ -145,13 +145,21 @@ Result<std::string> read_small_file(const std::string& path) {
   return out;
 }
 
-int no_password(char*, int, int, void*) { return 0; }  // never prompt on a terminal
+int no_password(char*, int, int, void*) {
+  return 0;
+}  // never prompt on a terminal
 
 }  // namespace
 
-void KeyDeleter::operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-void X509Deleter::operator()(X509* c) const { X509_free(c); }
-void X509StackDeleter::operator()(stack_st_X509* s) const { sk_X509_pop_free(s, X509_free); }
+void KeyDeleter::operator()(EVP_PKEY* k) const {
+  EVP_PKEY_free(k);
+}
+void X509Deleter::operator()(X509* c) const {
+  X509_free(c);
+}
+void X509StackDeleter::operator()(stack_st_X509* s) const {
+  sk_X509_pop_free(s, X509_free);
+}
 
 X509Ptr ref(X509* c) {
   if (c) X509_up_ref(c);
@@ -219,8 +227,8 @@ Result<void> parse_spiffe_id(std::string_view uri, SpiffeId* out) {
 
 std::optional<std::string> spiffe_uri_of(X509* cert) {
   if (cert == nullptr) return std::nullopt;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names == nullptr) return std::nullopt;
   std::optional<std::string> found;
   int count = 0;
@@ -270,8 +278,8 @@ Result<X509Ptr> issue_workload_cert(const Ca& ca, EVP_PKEY* leaf_pub, const std:
   X509V3_set_ctx(&ctx, ca.cert.get(), x->get(), nullptr, nullptr, 0);
   if (auto r = add_conf_ext(x->get(), &ctx, NID_basic_constraints, "critical,CA:FALSE"); !r)
     return r.error();
-  if (auto r = add_conf_ext(x->get(), &ctx, NID_key_usage,
-                            "critical,digitalSignature,keyEncipherment");
+  if (auto r =
+          add_conf_ext(x->get(), &ctx, NID_key_usage, "critical,digitalSignature,keyEncipherment");
       !r)
     return r.error();
   if (auto r = add_conf_ext(x->get(), &ctx, NID_ext_key_usage, "serverAuth,clientAuth"); !r)
@@ -304,8 +312,7 @@ Result<X509Ptr> issue_workload_cert(const Ca& ca, EVP_PKEY* leaf_pub, const std:
 
 Result<void> verify_chain(X509* leaf, const std::vector<X509*>& intermediates,
                           const std::vector<X509*>& roots, Clock::time_point at) {
-  std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(),
-                                                                 &X509_STORE_free);
+  std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(), &X509_STORE_free);
   X509StackPtr untrusted(sk_X509_new_null());
   if (!store || !untrusted) return ssl_err("verify_chain");
   for (X509* r : roots)
@@ -331,8 +338,12 @@ Result<void> verify_chain(X509* leaf, const std::vector<X509*>& intermediates,
   return {};
 }
 
-Clock::time_point not_before_of(X509* cert) { return from_asn1(X509_get0_notBefore(cert)); }
-Clock::time_point not_after_of(X509* cert) { return from_asn1(X509_get0_notAfter(cert)); }
+Clock::time_point not_before_of(X509* cert) {
+  return from_asn1(X509_get0_notBefore(cert));
+}
+Clock::time_point not_after_of(X509* cert) {
+  return from_asn1(X509_get0_notAfter(cert));
+}
 
 // ---- PEM ----------------------------------------------------------------------------------
 
@@ -354,8 +365,7 @@ Result<std::vector<X509Ptr>> read_certs_pem(std::string_view pem) {
   BioPtr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!b) return ssl_err("BIO_new_mem_buf");
   std::vector<X509Ptr> out;
-  while (X509* x = PEM_read_bio_X509(b.get(), nullptr, no_password, nullptr))
-    out.emplace_back(x);
+  while (X509* x = PEM_read_bio_X509(b.get(), nullptr, no_password, nullptr)) out.emplace_back(x);
   unsigned long e = ERR_peek_last_error();
   if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
     ERR_clear_error();  // the normal end of input
@@ -571,9 +581,10 @@ void IdentityStore::rebuild_index(std::vector<Error>* errors) {
     if (!e.id) continue;
     auto [it, inserted] = by_id_.emplace(e.id->spiffe_id, e.id);
     if (!inserted) {
-      errors->push_back(make_error(Errc::kInvalidArgument,
-                                   dir_ + "/" + rel + "/" + kChainFile + ": identity " +
-                                       e.id->spiffe_id + " is already served from another directory"));
+      errors->push_back(
+          make_error(Errc::kInvalidArgument, dir_ + "/" + rel + "/" + kChainFile + ": identity " +
+                                                 e.id->spiffe_id +
+                                                 " is already served from another directory"));
     }
   }
 }

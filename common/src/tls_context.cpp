@@ -38,8 +38,7 @@ int verify_cert(X509_STORE_CTX* store, void* arg) {
   X509* leaf = X509_STORE_CTX_get0_cert(store);
   auto uri = certs::spiffe_uri_of(leaf);
   certs::SpiffeId id;
-  if (!uri || !certs::parse_spiffe_id(*uri, &id).ok() ||
-      (!td->empty() && id.trust_domain != *td)) {
+  if (!uri || !certs::parse_spiffe_id(*uri, &id).ok() || (!td->empty() && id.trust_domain != *td)) {
     X509_STORE_CTX_set_current_cert(store, leaf);
     X509_STORE_CTX_set_error_depth(store, 0);
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
@@ -117,8 +116,12 @@ Result<SslCtxPtr> base_ctx(const SSL_METHOD* method, const certs::Identity& id,
 
 }  // namespace
 
-void SslCtxDeleter::operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-void SslDeleter::operator()(SSL* s) const { SSL_free(s); }
+void SslCtxDeleter::operator()(SSL_CTX* c) const {
+  SSL_CTX_free(c);
+}
+void SslDeleter::operator()(SSL* s) const {
+  SSL_free(s);
+}
 
 Result<SslCtxPtr> make_server_ctx(const certs::Identity& id, const std::vector<X509*>& trust_roots,
                                   std::string trust_domain) {

@@ -69,8 +69,7 @@ Result<KeyPtr> generate_p256_key();
 
 // Self-signed root: CN=common_name, basicConstraints CA:TRUE (critical),
 // keyUsage keyCertSign+cRLSign (critical), SKI/AKI; valid from now - 1 min.
-Result<X509Ptr> make_root_ca(EVP_PKEY* key, std::string common_name,
-                             std::chrono::seconds lifetime);
+Result<X509Ptr> make_root_ca(EVP_PKEY* key, std::string common_name, std::chrono::seconds lifetime);
 
 struct Ca {
   X509Ptr cert;

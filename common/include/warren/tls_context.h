@@ -52,8 +52,7 @@ Result<SslCtxPtr> make_server_ctx(const certs::Identity& id, const std::vector<X
                                   std::string trust_domain);
 
 // The HBONE client side for identity `id`.
-Result<SslCtxPtr> make_client_ctx(const certs::Identity& id,
-                                  const std::vector<X509*>& trust_roots);
+Result<SslCtxPtr> make_client_ctx(const certs::Identity& id, const std::vector<X509*>& trust_roots);
 
 // After a successful handshake: the verified peer's SPIFFE id. An error when
 // the handshake is not done, the peer sent no certificate, the chain did not

@@ -123,8 +123,8 @@ TEST_CASE("dev-ca init writes a root and refuses to overwrite it", "[cli]") {
   REQUIRE(replaced.ok());
   CHECK(to_pem(replaced->front().get()) != before);
 
-  CHECK(warrenctl({"dev-ca", "init", "--out", (tmp.path / "x").string(), "--trust-domain",
-                   "Bad Domain"})
+  CHECK(warrenctl(
+            {"dev-ca", "init", "--out", (tmp.path / "x").string(), "--trust-domain", "Bad Domain"})
             .status != 0);
 }
 
@@ -132,11 +132,12 @@ TEST_CASE("dev-ca issue writes identities that IdentityStore loads and the root 
           "[cli]") {
   TempDir tmp;
   fs::path ca = tmp.path / "ca", out = tmp.path / "certs";
-  REQUIRE(warrenctl({"dev-ca", "init", "--out", ca.string(), "--trust-domain", "example.org"})
-              .status == 0);
+  REQUIRE(
+      warrenctl({"dev-ca", "init", "--out", ca.string(), "--trust-domain", "example.org"}).status ==
+      0);
   // Trust domain defaults to the CA's; out defaults to the CA dir.
-  Run a = warrenctl({"dev-ca", "issue", "--ca", ca.string(), "--namespace", "shop",
-                     "--service-account", "web"});
+  Run a = warrenctl(
+      {"dev-ca", "issue", "--ca", ca.string(), "--namespace", "shop", "--service-account", "web"});
   INFO(a.output);
   REQUIRE(a.status == 0);
   CHECK_THAT(a.output, Catch::Contains("spiffe://example.org/ns/shop/sa/web"));
@@ -169,8 +170,8 @@ TEST_CASE("dev-ca issue mints expired, future, foreign and mislabelled certifica
 
   auto issue = [&](std::vector<std::string> extra, const std::string& ca_dir,
                    const std::string& sa) {
-    std::vector<std::string> args{"dev-ca", "issue", "--ca", ca_dir, "-n", "bad",
-                                  "-s", sa, "--out", out.string()};
+    std::vector<std::string> args{"dev-ca", "issue", "--ca", ca_dir,  "-n",
+                                  "bad",    "-s",    sa,     "--out", out.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     Run r = warrenctl(args);
     INFO(r.output);
@@ -179,9 +180,9 @@ TEST_CASE("dev-ca issue mints expired, future, foreign and mislabelled certifica
   };
 
   SECTION("expired: RFC 3339 with an offset") {
-    X509Ptr c = issue({"--not-before", "2020-01-01T00:00:00Z", "--not-after",
-                       "2020-01-02T02:00:00+02:00"},
-                      ca.string(), "expired");
+    X509Ptr c =
+        issue({"--not-before", "2020-01-01T00:00:00Z", "--not-after", "2020-01-02T02:00:00+02:00"},
+              ca.string(), "expired");
     CHECK(Clock::to_time_t(not_before_of(c.get())) == 1577836800);
     CHECK(Clock::to_time_t(not_after_of(c.get())) == 1577836800 + 86400);
     auto v = verify_chain(c.get(), {}, ptrs(*roots), Clock::now());
@@ -200,8 +201,8 @@ TEST_CASE("dev-ca issue mints expired, future, foreign and mislabelled certifica
     CHECK_FALSE(verify_chain(c.get(), {}, ptrs(*roots), Clock::now()).ok());
   }
   SECTION("with an overridden SPIFFE id") {
-    X509Ptr c = issue({"--spiffe-id", "spiffe://evil.example/ns/kube-system/sa/admin"},
-                      ca.string(), "liar");
+    X509Ptr c = issue({"--spiffe-id", "spiffe://evil.example/ns/kube-system/sa/admin"}, ca.string(),
+                      "liar");
     CHECK(spiffe_uri_of(c.get()) == "spiffe://evil.example/ns/kube-system/sa/admin");
     CHECK(verify_chain(c.get(), {}, ptrs(*roots), Clock::now()).ok());
     IdentityStore store;
@@ -215,17 +216,17 @@ TEST_CASE("dev-ca issue errors name the file and reason", "[cli]") {
   fs::path ca = tmp.path / "ca";
   Run missing = warrenctl({"dev-ca", "issue", "--ca", ca.string(), "-n", "a", "-s", "b"});
   CHECK(missing.status != 0);
-  CHECK_THAT(missing.output, Catch::Contains((ca / "root-cert.pem").string()) &&
-                                 Catch::Contains("No such file"));
+  CHECK_THAT(missing.output,
+             Catch::Contains((ca / "root-cert.pem").string()) && Catch::Contains("No such file"));
   REQUIRE(warrenctl({"dev-ca", "init", "--out", ca.string()}).status == 0);
   CHECK(warrenctl({"dev-ca", "issue", "--ca", ca.string(), "-n", "a/b", "-s", "c"}).status != 0);
   Run bad_time = warrenctl(
       {"dev-ca", "issue", "--ca", ca.string(), "-n", "a", "-s", "b", "--not-after", "yesterday"});
   CHECK(bad_time.status != 0);
   CHECK_THAT(bad_time.output, Catch::Contains("--not-after") && Catch::Contains("yesterday"));
-  Run inverted = warrenctl({"dev-ca", "issue", "--ca", ca.string(), "-n", "a", "-s", "b",
-                            "--not-before", "2030-01-01T00:00:00Z", "--not-after",
-                            "2029-01-01T00:00:00Z"});
+  Run inverted =
+      warrenctl({"dev-ca", "issue", "--ca", ca.string(), "-n", "a", "-s", "b", "--not-before",
+                 "2030-01-01T00:00:00Z", "--not-after", "2029-01-01T00:00:00Z"});
   CHECK(inverted.status != 0);
   // A damaged CA key.
   std::ofstream((ca / "root-key.pem").string(), std::ios::trunc) << "not a key";

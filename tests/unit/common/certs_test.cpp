@@ -77,13 +77,13 @@ TEST_CASE("parse_spiffe_id accepts exactly spiffe://td/ns/x/sa/y", "[certs]") {
   CHECK(id.sa == "reviews");
   CHECK(id.to_string() == "spiffe://cluster.local/ns/shop/sa/reviews");
 
-  for (const char* bad : {"", "spiffe://", "http://cluster.local/ns/a/sa/b", "spiffe:///ns/a/sa/b",
-                          "spiffe://cluster.local", "spiffe://cluster.local/",
-                          "spiffe://cluster.local/ns/a", "spiffe://cluster.local/ns/a/sa/",
-                          "spiffe://cluster.local/ns//sa/b", "spiffe://cluster.local/ns/a/sa/b/c",
-                          "spiffe://cluster.local/sa/a/ns/b", "spiffe://Cluster.local/ns/a/sa/b",
-                          "spiffe://cluster.local/ns/a/sa/b?x=1", "spiffe://c:1/ns/a/sa/b",
-                          "spiffe://cluster.local/ns/a b/sa/c"}) {
+  for (const char* bad :
+       {"", "spiffe://", "http://cluster.local/ns/a/sa/b", "spiffe:///ns/a/sa/b",
+        "spiffe://cluster.local", "spiffe://cluster.local/", "spiffe://cluster.local/ns/a",
+        "spiffe://cluster.local/ns/a/sa/", "spiffe://cluster.local/ns//sa/b",
+        "spiffe://cluster.local/ns/a/sa/b/c", "spiffe://cluster.local/sa/a/ns/b",
+        "spiffe://Cluster.local/ns/a/sa/b", "spiffe://cluster.local/ns/a/sa/b?x=1",
+        "spiffe://c:1/ns/a/sa/b", "spiffe://cluster.local/ns/a b/sa/c"}) {
     INFO(bad);
     CHECK_FALSE(parse_spiffe_id(bad, &id).ok());
   }
@@ -127,7 +127,8 @@ TEST_CASE("workload cert: URI SAN only, no CN, leaf usages, verifies", "[certs]"
   // Not before / after are honoured.
   auto past = Clock::now() - 48h;
   Leaf expired = new_leaf(ca, id, past - 1h, past);
-  CHECK(not_after_of(expired.cert.get()) == std::chrono::time_point_cast<std::chrono::seconds>(past));
+  CHECK(not_after_of(expired.cert.get()) ==
+        std::chrono::time_point_cast<std::chrono::seconds>(past));
   auto r = verify_chain(expired.cert.get(), {}, {ca.cert.get()}, Clock::now());
   REQUIRE_FALSE(r.ok());
   CHECK_THAT(r.error().message, Catch::Contains("expired"));
@@ -171,7 +172,8 @@ TEST_CASE("PEM round trips and errors", "[certs]") {
 
   CHECK_FALSE(read_certs_pem("").ok());
   CHECK_FALSE(read_certs_pem("garbage").ok());
-  CHECK_FALSE(read_certs_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").ok());
+  CHECK_FALSE(
+      read_certs_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").ok());
   CHECK_FALSE(read_key_pem("").ok());
   CHECK_FALSE(read_key_pem(to_pem(leaf.cert.get())).ok());
   auto missing = read_certs_file("/nonexistent/warren/cert.pem");
@@ -182,7 +184,8 @@ TEST_CASE("PEM round trips and errors", "[certs]") {
 TEST_CASE("Ca save/load with a 0600 key", "[certs]") {
   TempDir tmp;
   Ca ca = new_ca();
-  std::string cert = (tmp.path / "root-cert.pem").string(), key = (tmp.path / "root-key.pem").string();
+  std::string cert = (tmp.path / "root-cert.pem").string(),
+              key = (tmp.path / "root-key.pem").string();
   REQUIRE(ca.save(cert, key).ok());
   struct stat st {};
   REQUIRE(stat(key.c_str(), &st) == 0);
@@ -282,7 +285,8 @@ TEST_CASE("IdentityStore::reload picks up rotations and keeps the old one on a b
   // Rotation of a, a new b (written atomically, as warrenctl does).
   Leaf a2 = new_leaf(ca, id_a);
   REQUIRE(write_file_atomic((dir / "a/a/key.pem").string(), to_pem(a2.key.get()), 0600).ok());
-  REQUIRE(write_file_atomic((dir / "a/a/cert-chain.pem").string(), to_pem(a2.cert.get()), 0644).ok());
+  REQUIRE(
+      write_file_atomic((dir / "a/a/cert-chain.pem").string(), to_pem(a2.cert.get()), 0644).ok());
   put_identity(dir, "b", "b", new_leaf(ca, id_b));
   rep = store.reload();
   CHECK(rep.errors.empty());
