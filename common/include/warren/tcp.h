@@ -1,0 +1,98 @@
+// A TCP connection on a libuv loop. Heap-allocated and self-deleting: after
+// close() the owner must drop its pointer; callbacks stop at once.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "warren/ip.h"
+#include "warren/result.h"
+
+namespace warren::net {
+
+class TcpConn {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // Data is only valid during the call (a shared per-thread buffer).
+    virtual void on_read(TcpConn* c, const char* data, size_t len) = 0;
+    virtual void on_eof(TcpConn* c) = 0;
+    virtual void on_error(TcpConn* c, int uv_err) = 0;
+    // `bytes` of an earlier write() left the process.
+    virtual void on_written(TcpConn* c, size_t bytes) {}
+    // Queued bytes fell below the low watermark after having been above the high one.
+    virtual void on_drain(TcpConn* c) {}
+    virtual void on_connect(TcpConn* c, int status) {}
+  };
+
+  static constexpr size_t kHighWatermark = 1 << 20;
+  static constexpr size_t kLowWatermark = 256 << 10;
+
+  static TcpConn* create(uv_loop_t* loop);
+  // Creates a socket of the right family first so options can be set before connect.
+  static Result<TcpConn*> create_for(uv_loop_t* loop, const SockAddr& dst, uint32_t mark,
+                                     const std::optional<IpAddr>& bind_src);
+
+  int accept_from(uv_stream_t* server);
+  int connect(const SockAddr& dst);
+  void set_handler(Handler* h) { handler_ = h; }
+  void start_read();
+  void stop_read();
+  bool reading() const { return reading_; }
+  void write(std::string&& data);
+  void write(const char* data, size_t len) { write(std::string(data, len)); }
+  size_t queued() const { return queued_; }
+  bool above_high_watermark() const { return queued_ >= kHighWatermark; }
+  // Half-close after queued writes finish.
+  void shutdown();
+  // Releases the connection; `reset` sends RST instead of FIN. Queued writes
+  // are dropped: use graceful_close() to deliver them first.
+  void close(bool reset = false);
+  // Detach the handler, deliver queued writes, send FIN, then close.
+  void graceful_close();
+  bool closing() const { return closing_; }
+  SockAddr local() const;
+  SockAddr peer() const;
+  uv_tcp_t* handle() { return &tcp_; }
+  void set_nodelay(bool on) { uv_tcp_nodelay(&tcp_, on ? 1 : 0); }
+
+ private:
+  explicit TcpConn(uv_loop_t* loop);
+  ~TcpConn() = default;
+  struct WriteReq;
+  static void alloc_cb(uv_handle_t*, size_t, uv_buf_t* buf);
+  static void read_cb(uv_stream_t*, ssize_t n, const uv_buf_t* buf);
+  static void write_cb(uv_write_t* req, int status);
+
+  uv_tcp_t tcp_;
+  Handler* handler_ = nullptr;
+  size_t queued_ = 0;
+  bool reading_ = false;
+  bool closing_ = false;
+  bool was_above_ = false;
+  bool shutdown_sent_ = false;
+  bool shutdown_done_ = false;
+  bool close_on_shutdown_ = false;
+};
+
+// A listening socket; calls on_accept for each new connection.
+class TcpListener {
+ public:
+  using AcceptFn = void (*)(void* ctx, uv_stream_t* server);
+  static Result<TcpListener*> listen(uv_loop_t* loop, const SockAddr& addr, AcceptFn fn,
+                                     void* ctx, int backlog = 1024);
+  void close();
+  SockAddr local() const;
+
+ private:
+  TcpListener() = default;
+  uv_tcp_t tcp_;
+  AcceptFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+};
+
+}  // namespace warren::net

@@ -1,0 +1,236 @@
+#include "warren/tcp.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace warren::net {
+
+namespace {
+constexpr size_t kReadBuf = 64 * 1024;
+thread_local char g_read_buf[kReadBuf];
+}  // namespace
+
+struct TcpConn::WriteReq {
+  uv_write_t req;
+  std::string data;
+  TcpConn* conn;
+};
+
+TcpConn::TcpConn(uv_loop_t* loop) {
+  uv_tcp_init(loop, &tcp_);
+  tcp_.data = this;
+}
+
+TcpConn* TcpConn::create(uv_loop_t* loop) { return new TcpConn(loop); }
+
+Result<TcpConn*> TcpConn::create_for(uv_loop_t* loop, const SockAddr& dst, uint32_t mark,
+                                     const std::optional<IpAddr>& bind_src) {
+  auto* c = new TcpConn(loop);
+  // Replace the lazily-created socket with one of the right family.
+  int fd = ::socket(dst.ip.is_v4() ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    c->close();
+    return Error::sys("socket");
+  }
+  if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    int e = errno;
+    ::close(fd);
+    c->close();
+    return Error::sys("setsockopt(SO_MARK)", e);
+  }
+  if (bind_src) {
+    int one = 1;
+    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    sockaddr_storage ss;
+    socklen_t len = SockAddr{*bind_src, 0}.to_sockaddr(&ss);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+      int e = errno;
+      ::close(fd);
+      c->close();
+      return Error::sys("bind " + bind_src->to_string(), e);
+    }
+  }
+  int r = uv_tcp_open(&c->tcp_, fd);
+  if (r != 0) {
+    ::close(fd);
+    c->close();
+    return make_error(Errc::kSystem, std::string("uv_tcp_open: ") + uv_strerror(r));
+  }
+  return c;
+}
+
+int TcpConn::accept_from(uv_stream_t* server) {
+  return uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_));
+}
+
+int TcpConn::connect(const SockAddr& dst) {
+  auto* req = new uv_connect_t;
+  req->data = this;
+  sockaddr_storage ss;
+  dst.to_sockaddr(&ss);
+  int r = uv_tcp_connect(req, &tcp_, reinterpret_cast<sockaddr*>(&ss), [](uv_connect_t* req,
+                                                                          int status) {
+    auto* self = static_cast<TcpConn*>(req->data);
+    delete req;
+    if (status == UV_ECANCELED || self->closing_) return;
+    if (self->handler_) self->handler_->on_connect(self, status);
+  });
+  if (r != 0) delete req;
+  return r;
+}
+
+void TcpConn::alloc_cb(uv_handle_t*, size_t, uv_buf_t* buf) {
+  buf->base = g_read_buf;
+  buf->len = kReadBuf;
+}
+
+void TcpConn::read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* self = static_cast<TcpConn*>(s->data);
+  if (self->closing_ || !self->handler_) return;
+  if (n > 0) {
+    self->handler_->on_read(self, buf->base, static_cast<size_t>(n));
+  } else if (n == UV_EOF) {
+    self->stop_read();
+    self->handler_->on_eof(self);
+  } else if (n < 0) {
+    self->stop_read();
+    self->handler_->on_error(self, static_cast<int>(n));
+  }
+}
+
+void TcpConn::start_read() {
+  if (reading_ || closing_) return;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), alloc_cb, read_cb) == 0)
+    reading_ = true;
+}
+
+void TcpConn::stop_read() {
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void TcpConn::write_cb(uv_write_t* req, int status) {
+  auto* w = static_cast<WriteReq*>(req->data);
+  TcpConn* self = w->conn;
+  size_t n = w->data.size();
+  delete w;
+  self->queued_ -= n;
+  if (self->closing_ || !self->handler_) return;
+  if (status < 0) {
+    if (status != UV_ECANCELED) self->handler_->on_error(self, status);
+    return;
+  }
+  self->handler_->on_written(self, n);
+  if (self->closing_) return;
+  if (self->was_above_ && self->queued_ <= kLowWatermark) {
+    self->was_above_ = false;
+    self->handler_->on_drain(self);
+  }
+}
+
+void TcpConn::write(std::string&& data) {
+  if (closing_ || data.empty()) return;
+  auto* w = new WriteReq;
+  w->data = std::move(data);
+  w->conn = this;
+  w->req.data = w;
+  uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+  queued_ += w->data.size();
+  if (queued_ >= kHighWatermark) was_above_ = true;
+  int r = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, write_cb);
+  if (r != 0) {
+    queued_ -= w->data.size();
+    delete w;
+    if (handler_) handler_->on_error(this, r);
+  }
+}
+
+void TcpConn::shutdown() {
+  if (closing_ || shutdown_sent_) return;
+  shutdown_sent_ = true;
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* r, int status) {
+        auto* self = static_cast<TcpConn*>(r->data);
+        delete r;
+        if (status == UV_ECANCELED) return;
+        self->shutdown_done_ = true;
+        if (self->close_on_shutdown_) self->close();
+      }) != 0) {
+    delete req;
+    shutdown_done_ = true;
+  }
+}
+
+void TcpConn::graceful_close() {
+  if (closing_) return;
+  handler_ = nullptr;
+  stop_read();
+  close_on_shutdown_ = true;
+  if (!shutdown_sent_) shutdown();
+  if (shutdown_done_) close();
+}
+
+void TcpConn::close(bool reset) {
+  if (closing_) return;
+  closing_ = true;
+  handler_ = nullptr;
+  auto done = [](uv_handle_t* h) { delete static_cast<TcpConn*>(h->data); };
+  if (reset && uv_tcp_close_reset(&tcp_, done) == 0) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), done);
+}
+
+SockAddr TcpConn::local() const {
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  return SockAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+}
+
+SockAddr TcpConn::peer() const {
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  return SockAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+}
+
+Result<TcpListener*> TcpListener::listen(uv_loop_t* loop, const SockAddr& addr, AcceptFn fn,
+                                         void* ctx, int backlog) {
+  auto* l = new TcpListener;
+  uv_tcp_init(loop, &l->tcp_);
+  l->tcp_.data = l;
+  l->fn_ = fn;
+  l->ctx_ = ctx;
+  sockaddr_storage ss;
+  addr.to_sockaddr(&ss);
+  int r = uv_tcp_bind(&l->tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp_), backlog, [](uv_stream_t* s, int st) {
+      auto* self = static_cast<TcpListener*>(s->data);
+      if (st == 0) self->fn_(self->ctx_, s);
+    });
+  if (r != 0) {
+    l->close();
+    return make_error(Errc::kSystem,
+                      "listen on " + addr.to_string() + ": " + std::string(uv_strerror(r)));
+  }
+  return l;
+}
+
+void TcpListener::close() {
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
+           [](uv_handle_t* h) { delete static_cast<TcpListener*>(h->data); });
+}
+
+SockAddr TcpListener::local() const {
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len);
+  return SockAddr::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+}
+
+}  // namespace warren::net

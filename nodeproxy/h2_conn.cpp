@@ -1,0 +1,467 @@
+#include "h2_conn.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace warren::node {
+
+const std::string* find_header(const Headers& h, std::string_view name) {
+  for (auto& [k, v] : h)
+    if (k == name) return &v;
+  return nullptr;
+}
+
+H2Conn::H2Conn(net::TcpConn* tcp, SSL_CTX* ctx, bool server, Owner* owner, H2Limits limits)
+    : tcp_(tcp), tls_(ctx, server), server_(server), owner_(owner), limits_(limits) {
+  tcp_->set_handler(this);
+  tcp_->set_nodelay(true);
+}
+
+H2Conn::~H2Conn() {
+  if (session_) nghttp2_session_del(session_);
+  if (tcp_) tcp_->close();
+}
+
+void H2Conn::start() {
+  tcp_->start_read();
+  if (!server_) {
+    tls_.handshake();
+    flush();
+  }
+}
+
+H2Conn::Stream* H2Conn::stream(int32_t sid) {
+  auto it = streams_.find(sid);
+  return it == streams_.end() ? nullptr : &it->second;
+}
+
+uint32_t H2Conn::peer_max_streams() const {
+  if (!session_) return 100;
+  return nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+void H2Conn::init_session() {
+  nghttp2_session_callbacks* cbs;
+  nghttp2_session_callbacks_new(&cbs);
+  nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
+  nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close_cb);
+  nghttp2_option* opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
+  nghttp2_option_set_max_send_header_block_length(opt, limits_.max_header_list);
+  nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 100);  // rapid reset (CVE-2023-44487)
+  nghttp2_option_set_max_continuations(opt, 8);                // CONTINUATION flood
+  nghttp2_option_set_max_settings(opt, 32);
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  if (server_)
+    nghttp2_session_server_new2(&session_, cbs, this, opt);
+  else
+    nghttp2_session_client_new2(&session_, cbs, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits_.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits_.stream_window},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, limits_.max_frame},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(limits_.max_header_list)},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, server_ ? 4 : 5);
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, limits_.conn_window);
+}
+
+// ---- input ----
+
+void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) {
+  tls_.feed(data, len);
+  process_input();
+}
+
+void H2Conn::process_input() {
+  if (closed_) return;
+  if (!tls_.handshake_done()) {
+    auto st = tls_.handshake();
+    if (st == tls::Status::kError) {
+      // Let the alert reach the peer before closing.
+      if (!tls_.output().empty()) tcp_->write(std::move(tls_.output()));
+      tls_.output().clear();
+      return fail("TLS handshake failed: " + tls_.last_error());
+    }
+    if (st == tls::Status::kWantRead) return flush();
+    const unsigned char* alpn = nullptr;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(tls_.ssl(), &alpn, &alpn_len);
+    if (alpn_len != 2 || std::memcmp(alpn, "h2", 2) != 0)
+      return fail("TLS handshake: peer did not negotiate ALPN h2");
+    init_session();
+    ready_ = true;
+    owner_->on_ready(this);
+    if (closed_) return;
+  }
+  char buf[16384];
+  for (;;) {
+    size_t n = 0;
+    auto st = tls_.read(buf, sizeof buf, &n);
+    if (st == tls::Status::kOk) {
+      last_activity_ms = uv_now(tcp_->handle()->loop);
+      in_recv_ = true;
+      ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<uint8_t*>(buf), n);
+      in_recv_ = false;
+      if (closed_) return;
+      if (rv < 0) return fail(std::string("HTTP/2 protocol error: ") + nghttp2_strerror(rv));
+      continue;
+    }
+    if (st == tls::Status::kWantRead) break;
+    if (st == tls::Status::kClosed) return close("peer sent TLS close_notify");
+    return fail("TLS error: " + tls_.last_error());
+  }
+  flush();
+}
+
+void H2Conn::on_eof(net::TcpConn*) { close("peer closed the connection"); }
+void H2Conn::on_error(net::TcpConn*, int e) { fail(std::string("socket: ") + uv_strerror(e)); }
+void H2Conn::on_drain(net::TcpConn*) {
+  write_blocked_ = false;
+  flush();
+}
+
+// ---- output ----
+
+void H2Conn::flush() {
+  if (closed_ || in_recv_ || in_flush_) return;
+  in_flush_ = true;
+  if (session_) {
+    int rv = nghttp2_session_send(session_);
+    if (rv != 0 && rv != NGHTTP2_ERR_WOULDBLOCK) {
+      in_flush_ = false;
+      return fail(std::string("HTTP/2 send: ") + nghttp2_strerror(rv));
+    }
+  }
+  if (!plain_.empty()) {
+    if (!tls_.write(plain_.data(), plain_.size())) {
+      in_flush_ = false;
+      return fail("TLS write: " + tls_.last_error());
+    }
+    plain_.clear();
+  }
+  if (!tls_.output().empty()) {
+    std::string out;
+    out.swap(tls_.output());
+    tcp_->write(std::move(out));
+  }
+  in_flush_ = false;
+  if (closed_) return;
+  if (session_ && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_))
+    close("HTTP/2 session finished");
+}
+
+ssize_t H2Conn::send_cb(nghttp2_session*, const uint8_t* data, size_t len, int, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  if (self->tcp_->queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
+    self->write_blocked_ = true;
+    return NGHTTP2_ERR_WOULDBLOCK;
+  }
+  self->plain_.append(reinterpret_cast<const char*>(data), len);
+  return static_cast<ssize_t>(len);
+}
+
+int H2Conn::send_data_cb(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
+                         size_t length, nghttp2_data_source*, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  if (self->tcp_->queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
+    self->write_blocked_ = true;
+    return NGHTTP2_ERR_WOULDBLOCK;
+  }
+  Stream* s = self->stream(frame->hd.stream_id);
+  if (!s) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  size_t before = s->out.size() - s->out_off;
+  self->plain_.append(reinterpret_cast<const char*>(framehd), 9);
+  self->plain_.append(s->out.data() + s->out_off, length);
+  s->out_off += length;
+  if (s->out_off == s->out.size()) {
+    s->out.clear();
+    s->out_off = 0;
+    if (s->out.capacity() > 256 * 1024) std::string().swap(s->out);
+  } else if (s->out_off > (s->out.size() >> 1)) {
+    s->out.erase(0, s->out_off);
+    s->out_off = 0;
+  }
+  // Encrypt as we go so TLS records stay full-sized and the buffer stays small.
+  if (self->plain_.size() >= 16384) {
+    if (!self->tls_.write(self->plain_.data(), self->plain_.size()))
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    self->plain_.clear();
+    std::string out;
+    out.swap(self->tls_.output());
+    self->tcp_->write(std::move(out));
+  }
+  size_t after = s->out.size() - s->out_off;
+  if (before > kStreamLow && after <= kStreamLow && s->handler)
+    s->handler->on_send_drain(self, frame->hd.stream_id);
+  return 0;
+}
+
+ssize_t H2Conn::read_cb(nghttp2_session*, int32_t sid, uint8_t*, size_t len, uint32_t* flags,
+                        nghttp2_data_source*, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  Stream* s = self->stream(sid);
+  if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  size_t avail = s->out.size() - s->out_off;
+  if (avail == 0) {
+    if (s->out_eof) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      s->eof_sent = true;
+      return 0;
+    }
+    s->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  size_t n = std::min(avail, len);
+  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (n == avail && s->out_eof) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    s->eof_sent = true;
+  }
+  return static_cast<ssize_t>(n);
+}
+
+// ---- frames ----
+
+int H2Conn::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  if (f->hd.type != NGHTTP2_HEADERS) return 0;
+  int32_t sid = f->hd.stream_id;
+  if (self->server_ && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    Stream& s = self->streams_[sid];
+    s.handler = self->owner_->on_new_stream(self, sid);
+  }
+  if (Stream* s = self->stream(sid)) {
+    s->headers.clear();
+    s->header_bytes = 0;
+  }
+  return 0;
+}
+
+int H2Conn::on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
+                      void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  Stream* s = self->stream(f->hd.stream_id);
+  if (!s) return 0;
+  s->header_bytes += namelen + valuelen + 32;
+  if (s->header_bytes > self->limits_.max_header_list) {
+    // Oversized header list: refuse the stream, keep memory bounded.
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  s->headers.emplace_back(std::string(reinterpret_cast<const char*>(name), namelen),
+                          std::string(reinterpret_cast<const char*>(value), valuelen));
+  return 0;
+}
+
+int H2Conn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  int32_t sid = f->hd.stream_id;
+  switch (f->hd.type) {
+    case NGHTTP2_HEADERS: {
+      Stream* s = self->stream(sid);
+      if (!s || !s->handler) return 0;
+      bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+      if (f->headers.cat == NGHTTP2_HCAT_REQUEST || f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+        Headers h;
+        h.swap(s->headers);
+        s->handler->on_headers(self, sid, std::move(h), end);
+      } else if (end) {
+        s->handler->on_end_stream(self, sid);  // trailers
+      }
+      if (end && f->headers.cat != NGHTTP2_HCAT_HEADERS)
+        if (Stream* s2 = self->stream(sid); s2 && s2->handler) s2->handler->on_end_stream(self, sid);
+      break;
+    }
+    case NGHTTP2_DATA:
+      if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        if (Stream* s = self->stream(sid); s && s->handler) s->handler->on_end_stream(self, sid);
+      break;
+    case NGHTTP2_GOAWAY:
+      self->goaway_ = true;
+      break;
+    case NGHTTP2_PING:
+      if (f->hd.flags & NGHTTP2_FLAG_ACK) self->ping_outstanding = false;
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
+int H2Conn::on_data_chunk(nghttp2_session* session, uint8_t, int32_t sid, const uint8_t* data,
+                          size_t len, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  Stream* s = self->stream(sid);
+  if (!s || !s->handler) {
+    nghttp2_session_consume(session, sid, len);
+    return 0;
+  }
+  s->unconsumed += len;
+  s->handler->on_data(self, sid, data, len);
+  return 0;
+}
+
+int H2Conn::on_stream_close_cb(nghttp2_session* session, int32_t sid, uint32_t code, void* ud) {
+  auto* self = static_cast<H2Conn*>(ud);
+  auto it = self->streams_.find(sid);
+  if (it == self->streams_.end()) return 0;
+  StreamHandler* h = it->second.handler;
+  if (it->second.unconsumed) nghttp2_session_consume_connection(session, it->second.unconsumed);
+  self->streams_.erase(it);
+  if (h) h->on_stream_close(self, sid, code);
+  if (!self->closed_) self->owner_->on_stream_count(self);
+  return 0;
+}
+
+// ---- API ----
+
+int32_t H2Conn::submit_request(const Headers& h, StreamHandler* handler, bool with_body) {
+  if (closed_ || !session_ || goaway_) return -1;
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(h.size());
+  for (auto& [k, v] : h)
+    nva.push_back({(uint8_t*)k.data(), (uint8_t*)v.data(), k.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  nghttp2_data_provider prd{};
+  prd.read_callback = read_cb;
+  int32_t sid = nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
+                                       with_body ? &prd : nullptr, nullptr);
+  if (sid < 0) return sid;
+  Stream& s = streams_[sid];
+  s.handler = handler;
+  s.has_provider = with_body;
+  flush();
+  return sid;
+}
+
+bool H2Conn::submit_response(int32_t sid, int status, bool with_body, const Headers& extra) {
+  Stream* s = stream(sid);
+  if (closed_ || !s) return false;
+  std::string st = std::to_string(status);
+  std::vector<nghttp2_nv> nva;
+  nva.push_back({(uint8_t*)":status", (uint8_t*)st.data(), 7, st.size(), NGHTTP2_NV_FLAG_NONE});
+  for (auto& [k, v] : extra)
+    nva.push_back({(uint8_t*)k.data(), (uint8_t*)v.data(), k.size(), v.size(),
+                   NGHTTP2_NV_FLAG_NONE});
+  nghttp2_data_provider prd{};
+  prd.read_callback = read_cb;
+  s->has_provider = with_body;
+  int rv = nghttp2_submit_response(session_, sid, nva.data(), nva.size(),
+                                   with_body ? &prd : nullptr);
+  flush();
+  return rv == 0;
+}
+
+void H2Conn::resume(int32_t sid, Stream* s) {
+  if (s->deferred) {
+    s->deferred = false;
+    nghttp2_session_resume_data(session_, sid);
+  }
+}
+
+void H2Conn::send_data(int32_t sid, const char* data, size_t len) {
+  Stream* s = stream(sid);
+  if (closed_ || !s || s->out_eof) return;
+  s->out.append(data, len);
+  resume(sid, s);
+  flush();
+}
+
+void H2Conn::end_stream(int32_t sid) {
+  Stream* s = stream(sid);
+  if (closed_ || !s || s->out_eof) return;
+  s->out_eof = true;
+  resume(sid, s);
+  flush();
+}
+
+size_t H2Conn::buffered(int32_t sid) const {
+  auto it = streams_.find(sid);
+  return it == streams_.end() ? 0 : it->second.out.size() - it->second.out_off;
+}
+
+void H2Conn::consume(int32_t sid, size_t n) {
+  Stream* s = stream(sid);
+  if (closed_ || !s || n == 0) return;
+  n = std::min(n, s->unconsumed);
+  s->unconsumed -= n;
+  nghttp2_session_consume(session_, sid, n);
+  flush();
+}
+
+void H2Conn::reset_stream(int32_t sid, uint32_t code) {
+  if (closed_ || !stream(sid)) return;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, sid, code);
+  flush();
+}
+
+void H2Conn::detach(int32_t sid) {
+  Stream* s = stream(sid);
+  if (!s) return;
+  s->handler = nullptr;
+  if (s->unconsumed && session_ && !closed_) {
+    nghttp2_session_consume(session_, sid, s->unconsumed);
+    s->unconsumed = 0;
+  }
+}
+
+void H2Conn::set_stream_handler(int32_t sid, StreamHandler* h) {
+  if (Stream* s = stream(sid)) s->handler = h;
+}
+
+void H2Conn::ping() {
+  if (closed_ || !session_) return;
+  ping_outstanding = true;
+  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+  flush();
+}
+
+void H2Conn::goaway() {
+  if (closed_ || !session_ || goaway_) return;
+  goaway_ = true;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  flush();
+}
+
+void H2Conn::fail(const std::string& reason) {
+  if (closed_) return;
+  if (session_ && !in_recv_) {
+    goaway_ = true;
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(session_),
+                          NGHTTP2_PROTOCOL_ERROR, nullptr, 0);
+    in_flush_ = false;
+    flush();
+  }
+  close(reason);
+}
+
+void H2Conn::close(const std::string& reason) {
+  if (closed_) return;
+  closed_ = true;
+  ready_ = false;
+  if (!tls_.output().empty()) tcp_->write(std::move(tls_.output()));
+  tcp_->close();
+  tcp_ = nullptr;
+  auto streams = std::move(streams_);
+  streams_.clear();
+  for (auto& [sid, s] : streams)
+    if (s.handler) s.handler->on_stream_close(this, sid, NGHTTP2_CANCEL);
+  owner_->on_conn_close(this, reason);
+}
+
+}  // namespace warren::node

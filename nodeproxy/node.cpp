@@ -1,0 +1,261 @@
+#include "node.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "inbound.h"
+#include "pool.h"
+#include "socks_entry.h"
+#include "warren/http_server.h"
+
+namespace warren::node {
+
+Node::Node(uv_loop_t* loop, NodeOptions opts) : loop_(loop), opts_(std::move(opts)) {
+  node_metrics_ = std::make_unique<NodeMetrics>(registry_);
+  access_log_ = std::make_unique<log::AccessLog>(opts_.access_log);
+  pool_ = std::make_unique<Pool>(*this);
+  inbound_ = std::make_unique<Inbound>(*this);
+  socks_ = std::make_unique<SocksEntry>(*this);
+}
+
+Node::~Node() = default;
+
+Result<SSL_CTX*> Node::client_ctx(const std::string& identity) {
+  auto it = client_ctx_.find(identity);
+  if (it != client_ctx_.end()) return it->second.get();
+  auto id = store_.get(identity);
+  if (!id) return make_error(Errc::kNotFound, "no certificate loaded for " + identity);
+  auto ctx = tls::make_client_ctx(*id, store_.root_ptrs());
+  if (!ctx.ok()) return ctx.error();
+  SSL_CTX* raw = ctx->get();
+  client_ctx_[identity] = std::move(ctx.value());
+  return raw;
+}
+
+Result<SSL_CTX*> Node::server_ctx(const std::string& identity) {
+  auto it = server_ctx_.find(identity);
+  if (it != server_ctx_.end()) return it->second.get();
+  auto id = store_.get(identity);
+  if (!id) return make_error(Errc::kNotFound, "no certificate loaded for " + identity);
+  auto ctx = tls::make_server_ctx(*id, store_.root_ptrs(), snap_->trust_domain);
+  if (!ctx.ok()) return ctx.error();
+  SSL_CTX* raw = ctx->get();
+  server_ctx_[identity] = std::move(ctx.value());
+  return raw;
+}
+
+Result<void> Node::start() {
+  auto snap = config::load_file(opts_.config_path);
+  if (!snap.ok()) return snap.error();
+  const auto& s = **snap;
+  cert_dir_ = s.certificates.dir;
+  root_file_ = s.certificates.root_cert;
+  if (auto r = store_.load(cert_dir_, root_file_); !r.ok())
+    return r.error().wrap("loading certificates from " + cert_dir_);
+  snap_ = *snap;
+  for (const auto* w : snap_->local_workloads())
+    if (w->protocol == config::Protocol::kHbone && !store_.get(w->identity))
+      spdlog::warn("no certificate for local workload {}/{} ({}): its traffic will be refused",
+                   w->namespace_, w->name, w->identity);
+  if (auto r = inbound_->sync_listeners(*snap_); !r.ok()) return r.error();
+  auto socks = socks_->listen(snap_->listeners.socks5);
+  if (!socks.ok()) return socks.error();
+  spdlog::info("socks5 entry listening on {}", socks->to_string());
+  setup_admin();
+  auto a = admin_->listen(snap_->listeners.admin);
+  if (!a.ok()) return a.error();
+  auto m = metrics_srv_->listen(snap_->listeners.metrics);
+  if (!m.ok()) return m.error();
+  auto rd = ready_srv_->listen(snap_->listeners.readiness);
+  if (!rd.ok()) return rd.error();
+  spdlog::info("admin on {}, metrics on {}, readiness on {}", a->to_string(), m->to_string(),
+               rd->to_string());
+  node_metrics_->config_reload(true)->inc();
+
+  // Watch the config file (stat polling also sees editors that replace it) and SIGHUP.
+  uv_fs_poll_init(loop_, &config_poll_);
+  config_poll_.data = this;
+  uv_fs_poll_start(
+      &config_poll_,
+      [](uv_fs_poll_t* h, int status, const uv_stat_t*, const uv_stat_t*) {
+        if (status == 0) static_cast<Node*>(h->data)->reload_config();
+      },
+      opts_.config_path.c_str(), opts_.config_poll_ms);
+  uv_signal_init(loop_, &sighup_);
+  sighup_.data = this;
+  uv_signal_start(
+      &sighup_,
+      [](uv_signal_t* h, int) {
+        auto* self = static_cast<Node*>(h->data);
+        spdlog::info("SIGHUP: reloading configuration and certificates");
+        self->reload_config();
+        self->reload_certs();
+      },
+      SIGHUP);
+  uv_timer_init(loop_, &cert_timer_);
+  cert_timer_.data = this;
+  uv_timer_start(
+      &cert_timer_, [](uv_timer_t* t) { static_cast<Node*>(t->data)->reload_certs(); },
+      opts_.cert_poll_ms, opts_.cert_poll_ms);
+  ready_ = true;
+  spdlog::info("warren-node {} ready: {} workloads ({} local), {} services, {} policies",
+               snap_->node_name, snap_->workloads.size(), snap_->local_workloads().size(),
+               snap_->services.size(), snap_->policies.size());
+  return {};
+}
+
+Result<void> Node::reload_config() {
+  if (stopped_) return {};
+  auto snap = config::load_file(opts_.config_path);
+  if (!snap.ok()) {
+    node_metrics_->config_reload(false)->inc();
+    spdlog::error("config rejected, still serving version {}:\n{}", snap_->version,
+                  snap.error().message);
+    return snap.error();
+  }
+  return apply(*snap);
+}
+
+Result<void> Node::apply(config::SnapshotPtr snap) {
+  auto mutable_snap = std::const_pointer_cast<config::Snapshot>(snap);
+  mutable_snap->version = snap_->version + 1;
+  bool certs_moved = snap->certificates.dir != cert_dir_ || snap->certificates.root_cert != root_file_;
+  if (certs_moved) {
+    certs::IdentityStore fresh;
+    if (auto r = fresh.load(snap->certificates.dir, snap->certificates.root_cert); !r.ok()) {
+      node_metrics_->config_reload(false)->inc();
+      spdlog::error("config rejected: certificates: {}", r.error().message);
+      return r.error();
+    }
+    store_ = std::move(fresh);
+    cert_dir_ = snap->certificates.dir;
+    root_file_ = snap->certificates.root_cert;
+    client_ctx_.clear();
+    server_ctx_.clear();
+  }
+  if (snap->trust_domain != snap_->trust_domain) server_ctx_.clear();
+  snap_ = snap;
+  if (auto r = inbound_->sync_listeners(*snap_); !r.ok())
+    spdlog::warn("some HBONE listeners could not open: {}", r.error().message);
+  inbound_->recheck(*snap_);
+  node_metrics_->config_reload(true)->inc();
+  spdlog::info("config version {} applied: {} workloads, {} services, {} policies",
+               snap_->version, snap_->workloads.size(), snap_->services.size(),
+               snap_->policies.size());
+  return {};
+}
+
+void Node::reload_certs() {
+  if (stopped_) return;
+  auto rep = store_.reload();
+  for (auto& e : rep.errors) spdlog::warn("certificates: {} (keeping the previous ones)", e.message);
+  if (!rep.changed()) return;
+  // New connections use the new certificates; open ones keep theirs.
+  if (rep.roots_changed) {
+    client_ctx_.clear();
+    server_ctx_.clear();
+  }
+  for (auto* list : {&rep.added, &rep.updated, &rep.removed})
+    for (auto& id : *list) {
+      client_ctx_.erase(id);
+      server_ctx_.erase(id);
+    }
+  spdlog::info("certificates rotated: {} added, {} updated, {} removed{}", rep.added.size(),
+               rep.updated.size(), rep.removed.size(), rep.roots_changed ? ", roots changed" : "");
+}
+
+void Node::setup_admin() {
+  admin_ = std::make_unique<http::Server>(loop_);
+  metrics_srv_ = std::make_unique<http::Server>(loop_);
+  ready_srv_ = std::make_unique<http::Server>(loop_);
+  auto ready = [this](const http::Request&) {
+    http::Response r;
+    r.status = ready_ ? 200 : 503;
+    r.body = ready_ ? "ready\n" : "not ready\n";
+    return r;
+  };
+  auto metrics = [this](const http::Request&) {
+    http::Response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = registry_.render();
+    return r;
+  };
+  admin_->route("GET", "/healthz/ready", ready);
+  ready_srv_->route("GET", "/healthz/ready", ready);
+  metrics_srv_->route("GET", "/metrics", metrics);
+  admin_->route("GET", "/stats/prometheus", metrics);
+  admin_->route("GET", "/config_dump", [this](const http::Request&) {
+    http::Response r;
+    r.content_type = "application/json";
+    nlohmann::json j;
+    j["config"] = config::to_json(*snap_);
+    j["version"] = snap_->version;
+    j["certificates"] = nlohmann::json::array();
+    for (auto& id : store_.ids()) {
+      auto c = store_.get(id);
+      j["certificates"].push_back(
+          {{"identity", id},
+           {"notAfter", std::chrono::duration_cast<std::chrono::seconds>(
+                            c->not_after.time_since_epoch())
+                            .count()}});
+    }
+    j["hbone"] = {{"poolConnections", pool_->connections()},
+                  {"inboundConnections", inbound_->connections()},
+                  {"listeners", inbound_->listeners()}};
+    r.body = j.dump(2) + "\n";
+    return r;
+  });
+  auto logging = [](const http::Request& req) {
+    http::Response r;
+    if (req.has_query_param("level")) {
+      auto lvl = req.query_param("level");
+      if (!log::set_level(lvl)) {
+        r.status = 400;
+        r.body = "unknown level \"" + lvl + "\" (trace, debug, info, warn, error, off)\n";
+        return r;
+      }
+    }
+    r.body = "level: " + log::level() + "\n";
+    return r;
+  };
+  admin_->route("GET", "/logging", logging);
+  admin_->route("POST", "/logging", logging);
+  admin_->route("POST", "/quitquitquit", [this](const http::Request&) {
+    // Answer first, then stop on the next loop turn.
+    uv_timer_t* t = new uv_timer_t;
+    uv_timer_init(loop_, t);
+    t->data = this;
+    uv_timer_start(
+        t,
+        [](uv_timer_t* t) {
+          static_cast<Node*>(t->data)->stop();
+          uv_close(reinterpret_cast<uv_handle_t*>(t),
+                   [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        },
+        50, 0);
+    http::Response r;
+    r.body = "OK\n";
+    return r;
+  });
+}
+
+void Node::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  ready_ = false;
+  spdlog::info("warren-node stopping");
+  socks_->close();
+  inbound_->close_all();
+  pool_->close_all();
+  if (admin_) admin_->close();
+  if (metrics_srv_) metrics_srv_->close();
+  if (ready_srv_) ready_srv_->close();
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&config_poll_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&config_poll_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&cert_timer_), nullptr);
+  }
+}
+
+}  // namespace warren::node
