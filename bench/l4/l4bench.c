@@ -389,34 +389,59 @@ static void cps_main(int threads) {
 }
 
 // ---------------------------------------------------------------- idle
-static void idle_main(int conns) {
-  int* fds = malloc(sizeof(int) * (size_t)conns);
-  int ok = 0, err = 0;
-  double t0 = now_s();
-  for (int i = 0; i < conns; i++) {
+struct idle_arg {
+  int* fds;
+  int want, ok, err;
+};
+static void* idle_thread(void* p) {
+  struct idle_arg* a = p;
+  for (int i = 0; i < a->want && a->err <= 100; i++) {
     int fd = open_conn();
     char b[2] = {'E', 'i'}, r;
     if (fd >= 0 && write_all(fd, b, 2) == 0 && read_all(fd, &r, 1) == 0) {
-      fds[ok++] = fd;
+      a->fds[a->ok++] = fd;
     } else {
-      err++;
+      a->err++;
       if (fd >= 0) close(fd);
-      if (err > 100) break;
     }
+  }
+  return NULL;
+}
+// Opens the connections from `threads` threads (the peers' TLS handshakes are
+// the slow part), prints READY, holds them until stdin closes, then checks
+// every one still echoes.
+static void idle_main(int conns, int threads) {
+  pthread_t th[256];
+  struct idle_arg args[256];
+  if (threads > 256) threads = 256;
+  if (threads > conns) threads = conns;
+  double t0 = now_s();
+  for (int i = 0; i < threads; i++) {
+    args[i].want = conns / threads + (i < conns % threads);
+    args[i].fds = malloc(sizeof(int) * (size_t)args[i].want);
+    args[i].ok = args[i].err = 0;
+    pthread_create(&th[i], NULL, idle_thread, &args[i]);
+  }
+  int ok = 0, err = 0;
+  for (int i = 0; i < threads; i++) {
+    pthread_join(th[i], NULL);
+    ok += args[i].ok;
+    err += args[i].err;
   }
   printf("READY ok=%d errors=%d open_secs=%.2f\n", ok, err, now_s() - t0);
   fflush(stdout);
   char c;
   while (read(0, &c, 1) > 0) {
   }
-  // Check the tunnels are still alive after the measurement.
   int alive = 0;
-  for (int i = 0; i < ok; i++) {
-    char b = 'j', r;
-    struct pollfd pf = {fds[i], POLLIN, 0};
-    if (write_all(fds[i], &b, 1) == 0 && poll(&pf, 1, 2000) == 1 && read(fds[i], &r, 1) == 1) alive++;
-    close(fds[i]);
-  }
+  for (int t = 0; t < threads; t++)
+    for (int i = 0; i < args[t].ok; i++) {
+      int fd = args[t].fds[i];
+      char b = 'j', r;
+      struct pollfd pf = {fd, POLLIN, 0};
+      if (write_all(fd, &b, 1) == 0 && poll(&pf, 1, 2000) == 1 && read(fd, &r, 1) == 1) alive++;
+      close(fd);
+    }
   printf("ALIVE alive=%d of=%d\n", alive, ok);
 }
 
@@ -457,7 +482,7 @@ int main(int argc, char** argv) {
   if (!strcmp(mode, "tput")) tput_main(streams);
   else if (!strcmp(mode, "rr")) rr_main(rate, g_size);
   else if (!strcmp(mode, "cps")) cps_main(threads);
-  else if (!strcmp(mode, "idle")) idle_main(conns);
+  else if (!strcmp(mode, "idle")) idle_main(conns, threads);
   else return 2;
   return 0;
 }

@@ -464,16 +464,18 @@ def check_alive(system, ps):
         raise RuntimeError(f"{system}: {', '.join(dead)} exited (rc {[p.returncode for p in ps]})")
 
 
-def measure(system, exe, ps, res, notes):
-    pids = all_pids(ps)
-    # Readiness probe: one short request/response through the pair.
+def probe(system, exe):
+    """Readiness: one short request/response through the pair."""
     for _ in range(50):
         m, _ = client(exe, "rr", system, "-r", "100", "-t", "0.05")
         if m.get("requests", 0) > 0:
-            break
+            return
         time.sleep(0.2)
-    else:
-        raise RuntimeError(f"{system}: no request got through")
+    raise RuntimeError(f"{system}: no request got through")
+
+
+def measure(system, exe, ps, res, notes):
+    pids = all_pids(ps)
 
     for streams in (1, 8):
         key = f"tput_{streams}"
@@ -521,7 +523,7 @@ def measure_idle(system, exe, ps, res, notes):
     time.sleep(1.0)  # let TIME_WAIT churn and allocator settle a little
     per_proc0 = {p.bench_name: rss_bytes(tree_pids(p.pid)) for p in ps}
     before = sum(per_proc0.values())
-    cmd = ["nice", "-n", str(NICE), exe, "idle", *client_args(system), "-n", str(IDLE_CONNS)]
+    cmd = ["nice", "-n", str(NICE), exe, "idle", *client_args(system), "-n", str(IDLE_CONNS), "-k", "8"]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=os.setpgrp)
     procs.append(p)
@@ -659,9 +661,12 @@ def main():
                     log(f"  {system} failed to start: {e}")
                     continue
                 try:
-                    measure(system, exe, ps, res, notes)
+                    probe(system, exe)
+                    # Idle memory first, on fresh processes, so that memory
+                    # freed by earlier scenarios does not hide the growth.
                     if system != "direct":
                         measure_idle(system, exe, ps, res, notes)
+                    measure(system, exe, ps, res, notes)
                 except Exception as e:  # noqa: BLE001
                     notes.append(f"{system}: {e}")
                     log(f"  {system}: {e}")
