@@ -132,8 +132,8 @@ std::string Request::query_param(std::string_view name) const {
 }
 
 bool Request::has_query_param(std::string_view name) const {
-  return for_each_param(query,
-                        [&](std::string_view k, std::string_view) { return form_decode(k) == name; });
+  return for_each_param(
+      query, [&](std::string_view k, std::string_view) { return form_decode(k) == name; });
 }
 
 std::string Request::header(std::string_view lower_name) const {
@@ -210,9 +210,13 @@ void close_conn(Conn* c) {
   uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_handle_closed);
 }
 
-uv_stream_t* stream(Conn* c) { return reinterpret_cast<uv_stream_t*>(&c->tcp); }
+uv_stream_t* stream(Conn* c) {
+  return reinterpret_cast<uv_stream_t*>(&c->tcp);
+}
 
-void on_timeout(uv_timer_t* t) { close_conn(static_cast<Conn*>(t->data)); }
+void on_timeout(uv_timer_t* t) {
+  close_conn(static_cast<Conn*>(t->data));
+}
 
 void arm_timer(Conn* c, uint64_t ms) {
   if (!c->closing) uv_timer_start(&c->timer, on_timeout, ms, 0);
@@ -325,7 +329,9 @@ void send_error(Conn* c, int status, std::string body) {
   send_response(c, r, false, false, false);
 }
 
-Conn* conn_of(http_parser* p) { return static_cast<Conn*>(p->data); }
+Conn* conn_of(http_parser* p) {
+  return static_cast<Conn*>(p->data);
+}
 
 // Head size: request line plus header names and values as they stream in.
 int add_head_bytes(Conn* c, size_t n) {
@@ -480,9 +486,9 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
         send_error(c, 505, "only HTTP/1.x is served here\n");
         break;
       default:
-        send_error(c, 400,
-                   std::string("bad request: ") +
-                       http_errno_name(HTTP_PARSER_ERRNO(&c->parser)) + "\n");
+        send_error(
+            c, 400,
+            std::string("bad request: ") + http_errno_name(HTTP_PARSER_ERRNO(&c->parser)) + "\n");
     }
     return;
   }
@@ -632,8 +638,12 @@ Result<SockAddr> Server::listen(const SockAddr& addr) {
   return SockAddr::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
 }
 
-void Server::close() { impl_->close_all(); }
+void Server::close() {
+  impl_->close_all();
+}
 
-size_t Server::connection_count() const { return impl_->conns.size(); }
+size_t Server::connection_count() const {
+  return impl_->conns.size();
+}
 
 }  // namespace warren::http

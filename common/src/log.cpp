@@ -1,14 +1,14 @@
 #include "warren/log.h"
 
 #include <fcntl.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 
 namespace warren::log {
 
@@ -169,7 +169,9 @@ void AccessLog::write(const nlohmann::json& entry) noexcept {
   try {
     using nlohmann::json;
     // Compact, ASCII control characters escaped by JSON itself, bad UTF-8 replaced.
-    auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+    auto dump = [](const json& j) {
+      return j.dump(-1, ' ', false, json::error_handler_t::replace);
+    };
     std::string line;
     if (!entry.is_object()) {
       line = dump(json{{"time", rfc3339_millis(clock_())}, {"entry", entry}});

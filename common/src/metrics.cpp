@@ -143,9 +143,10 @@ Histogram::Snapshot Histogram::snapshot() const {
 
 // ---------------------------------------------------------------- Family
 
-Family::Family(std::string name, std::string help, std::vector<std::string> label_names,
-               Type type)
-    : name_(std::move(name)), help_(std::move(help)), label_names_(std::move(label_names)),
+Family::Family(std::string name, std::string help, std::vector<std::string> label_names, Type type)
+    : name_(std::move(name)),
+      help_(std::move(help)),
+      label_names_(std::move(label_names)),
       type_(type) {
   if (!valid_metric_name(name_)) throw std::invalid_argument("invalid metric name: " + name_);
   for (size_t i = 0; i < label_names_.size(); ++i) {
@@ -183,8 +184,7 @@ std::vector<std::string> Family::by_name(NamedLabels labels) const {
 }
 
 void Family::write_series_name(std::string& out, std::string_view suffix,
-                               const std::vector<std::string>& values,
-                               std::string_view extra_label,
+                               const std::vector<std::string>& values, std::string_view extra_label,
                                std::string_view extra_value) const {
   out += name_;
   out += suffix;
@@ -248,8 +248,7 @@ void CounterFamily::render_series(std::string& out) const {
 
 // ---------------------------------------------------------------- Gauge
 
-GaugeFamily::GaugeFamily(std::string name, std::string help,
-                         std::vector<std::string> label_names)
+GaugeFamily::GaugeFamily(std::string name, std::string help, std::vector<std::string> label_names)
     : Family(std::move(name), std::move(help), std::move(label_names), Type::kGauge) {
   if (this->label_names().empty()) series_.try_emplace({});
 }
@@ -260,8 +259,7 @@ Gauge* GaugeFamily::with(const std::vector<std::string>& values) {
   return &series_.try_emplace(std::move(key)).first->second;
 }
 
-void GaugeFamily::set_callback(const std::vector<std::string>& values,
-                               std::function<double()> fn) {
+void GaugeFamily::set_callback(const std::vector<std::string>& values, std::function<double()> fn) {
   auto key = normalize(values);
   std::lock_guard lk(mu_);
   callbacks_[std::move(key)] = std::move(fn);
@@ -305,8 +303,7 @@ void GaugeFamily::render_series(std::string& out) const {
 // ---------------------------------------------------------------- Histogram family
 
 HistogramFamily::HistogramFamily(std::string name, std::string help,
-                                 std::vector<std::string> label_names,
-                                 std::vector<double> buckets)
+                                 std::vector<std::string> label_names, std::vector<double> buckets)
     : Family(std::move(name), std::move(help), std::move(label_names), Type::kHistogram),
       buckets_(checked_buckets(this->name(), std::move(buckets))) {
   if (this->label_names().empty()) series_.try_emplace({}, &buckets_);
@@ -343,8 +340,8 @@ void HistogramFamily::render_series(std::string& out) const {
 }
 
 std::vector<double> istio_duration_ms_buckets() {
-  return {0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
-          600000, 1800000, 3600000};
+  return {0.5,  1,    5,     10,    25,    50,     100,    250,     500,    1000,
+          2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000};
 }
 
 std::vector<double> istio_bytes_buckets() {

@@ -38,9 +38,9 @@ typedef struct uv_loop_s uv_loop_t;  // NOLINT: same declaration as uv.h
 namespace warren::http {
 
 struct Request {
-  std::string method;  // "GET"
-  std::string path;    // "/stats", not decoded
-  std::string query;   // "a=1&b=2", without '?'
+  std::string method;                          // "GET"
+  std::string path;                            // "/stats", not decoded
+  std::string query;                           // "a=1&b=2", without '?'
   std::map<std::string, std::string> headers;  // lower-cased names; repeats joined by ", "
   std::string body;
 

@@ -115,8 +115,7 @@ class Family {
   std::vector<std::string> by_name(NamedLabels labels) const;
   // Appends `name{l1="v1",...extra}` (no braces when there are no labels).
   void write_series_name(std::string& out, std::string_view suffix,
-                         const std::vector<std::string>& values,
-                         std::string_view extra_label = {},
+                         const std::vector<std::string>& values, std::string_view extra_label = {},
                          std::string_view extra_value = {}) const;
   virtual void render_series(std::string& out) const = 0;
 
@@ -186,8 +185,7 @@ class Registry {
 
   CounterFamily& counter(std::string name, std::string help,
                          std::vector<std::string> label_names = {});
-  GaugeFamily& gauge(std::string name, std::string help,
-                     std::vector<std::string> label_names = {});
+  GaugeFamily& gauge(std::string name, std::string help, std::vector<std::string> label_names = {});
   HistogramFamily& histogram(std::string name, std::string help,
                              std::vector<std::string> label_names, std::vector<double> buckets);
   // Shorthand for an unlabelled callback gauge.

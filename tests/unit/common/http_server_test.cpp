@@ -43,10 +43,11 @@ class TestServer {
       resp.body = r.body;
       return resp;
     });
-    server_->route("GET", "/echo", [](const Request& r) { return Response{200, "text/plain", r.header("x-tag"), {}}; });
-    server_->route("GET", "/throw", [](const Request&) -> Response {
-      throw std::runtime_error("handler bug");
+    server_->route("GET", "/echo", [](const Request& r) {
+      return Response{200, "text/plain", r.header("x-tag"), {}};
     });
+    server_->route("GET", "/throw",
+                   [](const Request&) -> Response { throw std::runtime_error("handler bug"); });
     server_->route("GET", "/conns", [this](const Request&) {
       return Response{200, "text/plain", std::to_string(server_->connection_count()), {}};
     });
@@ -144,8 +145,8 @@ class Client {
     size_t pos = head.find("\r\n");
     while (pos != std::string::npos) {
       size_t next = head.find("\r\n", pos + 2);
-      std::string line = head.substr(pos + 2, next == std::string::npos ? std::string::npos
-                                                                        : next - pos - 2);
+      std::string line =
+          head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
       size_t colon = line.find(':');
       REQUIRE(colon != std::string::npos);
       std::string name = line.substr(0, colon);
@@ -223,8 +224,9 @@ TEST_CASE("http: GET, HEAD and keep-alive on one connection", "[http]") {
   CHECK(r.body == "ab\ncd");
   CHECK(r.headers["content-type"] == "application/octet-stream");
 
-  REQUIRE(c.send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
+  REQUIRE(
+      c.send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   r = c.read_response();
   CHECK(r.body == "abcde");
 
@@ -239,7 +241,8 @@ TEST_CASE("http: pipelined requests are answered in order", "[http]") {
   TestServer ts;
   Client c(ts.addr());
   std::string batch;
-  for (int i = 0; i < 20; ++i) batch += "GET /hello?name=" + std::to_string(i) + " HTTP/1.1\r\n\r\n";
+  for (int i = 0; i < 20; ++i)
+    batch += "GET /hello?name=" + std::to_string(i) + " HTTP/1.1\r\n\r\n";
   batch += "GET /echo HTTP/1.1\r\nX-Tag: last\r\nConnection: close\r\n\r\n";
   batch += "GET /hello?name=after-close HTTP/1.1\r\n\r\n";  // never answered
   REQUIRE(c.send(batch));
@@ -313,7 +316,8 @@ TEST_CASE("http: oversized head gets 431, oversized body 413", "[http]") {
   {
     Client c(ts.addr());
     std::string req = "GET /hello HTTP/1.1\r\n";
-    for (int i = 0; i < 40; ++i) req += "X-Filler-" + std::to_string(i) + ": " + std::string(500, 'a') + "\r\n";
+    for (int i = 0; i < 40; ++i)
+      req += "X-Filler-" + std::to_string(i) + ": " + std::string(500, 'a') + "\r\n";
     req += "\r\n";
     c.send(req);  // the server may stop reading part way
     auto r = c.read_response();
@@ -413,7 +417,7 @@ TEST_CASE("http: destroying the server closes open connections", "[http]") {
   REQUIRE(a.send("GET /hello HTTP/1.1\r\n\r\n"));
   CHECK(a.read_response().status == 200);
   REQUIRE(b.send("GET /hel"));  // half a request
-  ts.reset();  // joins the loop thread; checks uv_loop_close() == 0
+  ts.reset();                   // joins the loop thread; checks uv_loop_close() == 0
   CHECK(a.expect_eof());
   CHECK(b.expect_eof());
 }

@@ -82,7 +82,7 @@ TEST_CASE("log: access log writes one valid JSON object per line", "[log]") {
     log.write({{"src", "10.0.0.1:1234"}, {"bytes", 42}});
     // Values crafted to break a line-oriented format.
     log.write({{"sni", "evil\n{\"forged\":true}\n"}, {"path", "/a\"b\\c\r\x01"}});
-    log.write({{"bad_utf8", std::string("\xff\xfe ok")}});  // would throw in plain dump()
+    log.write({{"bad_utf8", std::string("\xff\xfe ok")}});        // would throw in plain dump()
     log.write({{"time", "2000-01-01T00:00:00.000Z"}, {"x", 1}});  // kept as given
     log.write(json::object());
     log.write(json::array({1, 2}));

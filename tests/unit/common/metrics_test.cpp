@@ -280,8 +280,8 @@ TEST_CASE("metrics: Istio-shaped registry passes promtool check metrics", "[metr
   std::vector<std::string> l7 = kIstioLabels;
   l7.push_back("response_code");
   auto& requests = reg.counter("istio_requests_total", "The total number of requests.", l7);
-  auto& req_bytes = reg.histogram("istio_request_bytes", "Request body sizes.", l7,
-                                  istio_bytes_buckets());
+  auto& req_bytes =
+      reg.histogram("istio_request_bytes", "Request body sizes.", l7, istio_bytes_buckets());
   reg.gauge("warren_xds_connected", "Whether the config stream is up.").with({})->set(1);
   reg.gauge_callback("process_resident_memory_bytes", "Resident memory size in bytes.",
                      [] { return 12345678.0; });
