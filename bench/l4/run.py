@@ -36,6 +36,9 @@ NICE = int(os.environ.get("BENCH_NICE", "-19"))  # same priority for every syste
 # The latency scenario uses little CPU; run it with SCHED_FIFO (proxies, server,
 # client) so that it measures the proxies and not the other tenants' builds.
 RT_RR = os.environ.get("BENCH_RT_RR", "1") == "1"
+# BENCH_PROFILE=1: during warren's 1-stream throughput run, perf-sample both
+# nodes and count their syscalls; reports go to bench/results/.
+PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"
 SYSTEMS = os.environ.get("BENCH_SYSTEMS", "direct,warren,haproxy,nginx,stunnel").split(",")
 PEERS = ["haproxy", "nginx", "stunnel"]
 PROXY_MAXCONN = (min(_NOFILE_HARD, 200000) - 100) // 2  # HAProxy needs 2 fds per connection
@@ -474,14 +477,48 @@ def probe(system, exe):
     raise RuntimeError(f"{system}: no request got through")
 
 
+def start_profile(ps):
+    """perf record and strace -c on each node, started a second into the run."""
+    time.sleep(0)
+    secs = max(1.0, DUR - 2)
+    out = []
+    for p in ps:
+        data = os.path.join(WORK, f"{p.bench_name}.perf")
+        cmd = f"sleep 1; perf record -q -F 999 -g -o {data} -p {p.pid} -- sleep {secs} >/dev/null 2>&1; " \
+              f"timeout -s INT {secs / 2} strace -c -f -p {p.pid} -o {data}.strace >/dev/null 2>&1"
+        out.append((p.bench_name, data, subprocess.Popen(["sh", "-c", cmd])))
+    return out
+
+
+def finish_profile(prof):
+    stamp = datetime.datetime.utcnow().strftime("%Y-%m-%d")
+    path = os.path.abspath(os.path.join(HERE, "..", "results", f"l4-profile-{stamp}.txt"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for name, data, proc in prof:
+            proc.wait()
+            rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
+                                  "-g", "none"], capture_output=True, text=True).stdout
+            top = [ln.rstrip()[:120] for ln in rep.splitlines() if "%" in ln and not ln.startswith("#")][:30]
+            f.write(f"== {name}: perf, warren 1-stream throughput, top symbols (self)\n" + "\n".join(top) + "\n")
+            try:
+                f.write(f"== {name}: strace -c (second half of the run)\n" + open(data + ".strace").read() + "\n")
+            except OSError:
+                pass
+    log(f"  profile written to {path}")
+
+
 def measure(system, exe, ps, res, notes):
     pids = all_pids(ps)
 
     for streams in (1, 8):
         key = f"tput_{streams}"
+        prof = start_profile(ps) if PROFILE and system == "warren" and streams == 1 else None
         c0 = cpu_ticks(pids)
         m, line = client(exe, "tput", system, "-n", str(streams), "-t", str(DUR))
         c1 = cpu_ticks(pids)
+        if prof:
+            finish_profile(prof)
         log(f"  {system} tput {streams}: {line}  proxy_cpu_s={c1 - c0:.2f}")
         if m.get("ok", 0) < streams:
             notes.append(f"{system}: tput {streams} streams: only {int(m.get('ok', 0))} streams completed ({line})")
