@@ -72,8 +72,9 @@ void InboundStream::refuse(int status, const std::string& why, const std::string
   auto& m = in_.node_.metrics();
   m.rejected("inbound", status == 401 ? "policy" : status == 400 ? "bad_request" : "upstream")
       ->inc();
+  // The response ends our side; the client ends its own (an RST_STREAM sent
+  // now would overtake the HEADERS in nghttp2's queue and hide the status).
   conn_->submit_response(sid_, status, false);
-  conn_->reset_stream(sid_, NGHTTP2_NO_ERROR);
 }
 
 void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_stream) {

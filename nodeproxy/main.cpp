@@ -43,17 +43,7 @@ int main(int argc, char** argv) {
     spdlog::error("warren-node failed to start: {}", r.error().message);
     return 1;
   }
-  uv_signal_t sigterm, sigint;
-  uv_signal_init(loop, &sigterm);
-  uv_signal_init(loop, &sigint);
-  sigterm.data = sigint.data = &node;
-  auto on_stop = [](uv_signal_t* h, int) {
-    static_cast<warren::node::Node*>(h->data)->stop();
-    uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
-  };
-  uv_signal_start(&sigterm, on_stop, SIGTERM);
-  uv_signal_start(&sigint, on_stop, SIGINT);
-  // Once stopped, close the other signal handle too so the loop can end.
+  // SIGTERM/SIGINT stop the node (see Node::start); the loop then runs out.
   uv_run(loop, UV_RUN_DEFAULT);
   return 0;
 }

@@ -93,11 +93,23 @@ Result<void> Node::start() {
         self->reload_certs();
       },
       SIGHUP);
+  for (auto* sig : {&sigterm_, &sigint_}) {
+    uv_signal_init(loop_, sig);
+    sig->data = this;
+    uv_signal_start(
+        sig,
+        [](uv_signal_t* h, int signum) {
+          spdlog::info("signal {}: shutting down", signum);
+          static_cast<Node*>(h->data)->stop();
+        },
+        sig == &sigterm_ ? SIGTERM : SIGINT);
+  }
   uv_timer_init(loop_, &cert_timer_);
   cert_timer_.data = this;
   uv_timer_start(
       &cert_timer_, [](uv_timer_t* t) { static_cast<Node*>(t->data)->reload_certs(); },
       opts_.cert_poll_ms, opts_.cert_poll_ms);
+  handles_started_ = true;
   ready_ = true;
   spdlog::info("warren-node {} ready: {} workloads ({} local), {} services, {} policies",
                snap_->node_name, snap_->workloads.size(), snap_->local_workloads().size(),
@@ -248,12 +260,16 @@ void Node::stop() {
   socks_->close();
   inbound_->close_all();
   pool_->close_all();
+  pool_->stop_timer();
   if (admin_) admin_->close();
   if (metrics_srv_) metrics_srv_->close();
   if (ready_srv_) ready_srv_->close();
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&config_poll_))) {
+  if (handles_started_) {
+    handles_started_ = false;
     uv_close(reinterpret_cast<uv_handle_t*>(&config_poll_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&cert_timer_), nullptr);
   }
 }

@@ -80,11 +80,12 @@ class Node {
   std::unique_ptr<SocksEntry> socks_;
   std::unique_ptr<http::Server> admin_, metrics_srv_, ready_srv_;
   uv_fs_poll_t config_poll_;
-  uv_signal_t sighup_;
+  uv_signal_t sighup_, sigterm_, sigint_;
   uv_timer_t cert_timer_;
   std::map<std::string, uint64_t> rr_;
   bool ready_ = false;
   bool stopped_ = false;
+  bool handles_started_ = false;
 };
 
 }  // namespace warren::node

@@ -52,6 +52,7 @@ class Pool : public H2Conn::Owner {
   // Forget a waiter that has not been opened yet (its client went away).
   void cancel(uint64_t ticket);
   void close_all();
+  void stop_timer() { tick_.stop(); }
   size_t connections() const { return conns_.size(); }
 
   // H2Conn::Owner
