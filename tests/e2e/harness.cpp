@@ -46,6 +46,8 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  // WARREN_E2E_KEEP=1 keeps the directory (configs, node logs) for debugging.
+  if (const char* keep = std::getenv("WARREN_E2E_KEEP"); keep && *keep == '1') return;
   std::error_code ec;
   fs::remove_all(path_, ec);
 }
