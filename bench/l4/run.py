@@ -36,11 +36,12 @@ NICE = int(os.environ.get("BENCH_NICE", "-19"))  # same priority for every syste
 # The latency scenario uses little CPU; run it with SCHED_FIFO (proxies, server,
 # client) so that it measures the proxies and not the other tenants' builds.
 RT_RR = os.environ.get("BENCH_RT_RR", "1") == "1"
-# BENCH_PROFILE=1: during warren's 1-stream throughput run, perf-sample both
+# BENCH_PROFILE=1: during warren's 1-stream throughput run, strace -c then perf-sample both
 # nodes and count their syscalls; reports go to bench/results/.
 PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"
 SYSTEMS = os.environ.get("BENCH_SYSTEMS", "direct,warren,haproxy,nginx,stunnel").split(",")
 PEERS = ["haproxy", "nginx", "stunnel"]
+SCENARIOS = set(os.environ.get("BENCH_SCENARIOS", "idle,tput,rr,cps").split(","))
 PROXY_MAXCONN = (min(_NOFILE_HARD, 200000) - 100) // 2  # HAProxy needs 2 fds per connection
 
 # Loopback addresses of our own, away from the demo's 127.0.0.2/3 and 127.0.10/20.
@@ -478,14 +479,14 @@ def probe(system, exe):
 
 
 def start_profile(ps):
-    """perf record and strace -c on each node, started a second into the run."""
-    time.sleep(0)
-    secs = max(1.0, DUR - 2)
+    """strace -c, then perf record, on each node during the run."""
+    half = max(0.5, (DUR - 1.5) / 2)
     out = []
     for p in ps:
         data = os.path.join(WORK, f"{p.bench_name}.perf")
-        cmd = f"sleep 1; perf record -q -F 999 -g -o {data} -p {p.pid} -- sleep {secs} >/dev/null 2>&1; " \
-              f"timeout -s INT {secs / 2} strace -c -f -p {p.pid} -o {data}.strace >/dev/null 2>&1"
+        # strace first: it detaches at once; perf can take seconds to finish.
+        cmd = f"sleep 0.5; timeout -s INT {half} strace -c -f -p {p.pid} -o {data}.strace >/dev/null 2>&1; " \
+              f"perf record -q -F 4999 -g -o {data} -p {p.pid} -- sleep {half} >/dev/null 2>&1"
         out.append((p.bench_name, data, subprocess.Popen(["sh", "-c", cmd])))
     return out
 
@@ -502,7 +503,7 @@ def finish_profile(prof):
             top = [ln.rstrip()[:120] for ln in rep.splitlines() if "%" in ln and not ln.startswith("#")][:30]
             f.write(f"== {name}: perf, warren 1-stream throughput, top symbols (self)\n" + "\n".join(top) + "\n")
             try:
-                f.write(f"== {name}: strace -c (second half of the run)\n" + open(data + ".strace").read() + "\n")
+                f.write(f"== {name}: strace -c (first half of the run, slows the node)\n" + open(data + ".strace").read() + "\n")
             except OSError:
                 pass
     log(f"  profile written to {path}")
@@ -511,7 +512,7 @@ def finish_profile(prof):
 def measure(system, exe, ps, res, notes):
     pids = all_pids(ps)
 
-    for streams in (1, 8):
+    for streams in (1, 8) if "tput" in SCENARIOS else ():
         key = f"tput_{streams}"
         prof = start_profile(ps) if PROFILE and system == "warren" and streams == 1 else None
         c0 = cpu_ticks(pids)
@@ -530,6 +531,13 @@ def measure(system, exe, ps, res, notes):
             res.setdefault(f"{key}_cpu", {})[system] = v if old is None else min(old, v)
         check_alive(system, ps)
 
+    if "rr" in SCENARIOS:
+        measure_rr(system, exe, ps, pids, res, notes)
+    if "cps" in SCENARIOS:
+        measure_cps(system, exe, ps, res, notes)
+
+
+def measure_rr(system, exe, ps, pids, res, notes):
     rt_pids = pids + [q.pid for q in procs if getattr(q, "bench_name", "") == "server"]
     if RT_RR:
         set_rt(rt_pids, True)
@@ -547,6 +555,8 @@ def measure(system, exe, ps, res, notes):
             res.setdefault(f"rr_{k}", {})[system] = m[k] if old is None else min(old, m[k])
     check_alive(system, ps)
 
+
+def measure_cps(system, exe, ps, res, notes):
     m, line = client(exe, "cps", system, "-k", str(CPS_THREADS), "-t", str(DUR), "-z", "1024")
     log(f"  {system} cps: {line}")
     if m.get("errors", 0):
@@ -623,6 +633,8 @@ def fmt(v):
 def report(res, notes, started, meta):
     rows = []
     for key, scen, metric, better, added in LINES:
+        if key not in res:
+            continue
         vals = dict(res.get(key, {}))
         if added:
             d = vals.get("direct")
@@ -638,7 +650,9 @@ def report(res, notes, started, meta):
         rows.append((scen, metric, vals, ratio, better))
 
     os.makedirs(os.path.join(HERE, "..", "results"), exist_ok=True)
-    path = os.path.abspath(os.path.join(HERE, "..", "results", f"l4-{started:%Y-%m-%d}.md"))
+    # A profiling run slows warren-node down: keep its table apart.
+    suffix = "-profiling" if PROFILE else "" if len(SCENARIOS) == 4 else "-" + "-".join(sorted(SCENARIOS))
+    path = os.path.abspath(os.path.join(HERE, "..", "results", f"l4-{started:%Y-%m-%d}{suffix}.md"))
     with open(path, "w") as f:
         f.write(f"# bench/l4 results, {started:%Y-%m-%d %H:%M} UTC\n\n")
         for k, v in meta.items():
@@ -701,7 +715,7 @@ def main():
                     probe(system, exe)
                     # Idle memory first, on fresh processes, so that memory
                     # freed by earlier scenarios does not hide the growth.
-                    if system != "direct":
+                    if system != "direct" and "idle" in SCENARIOS:
                         measure_idle(system, exe, ps, res, notes)
                     measure(system, exe, ps, res, notes)
                 except Exception as e:  # noqa: BLE001
