@@ -13,9 +13,20 @@ const std::string* find_header(const Headers& h, std::string_view name) {
 }
 
 H2Conn::H2Conn(net::TcpConn* tcp, SSL_CTX* ctx, bool server, Owner* owner, H2Limits limits)
-    : tcp_(tcp), tls_(ctx, server), server_(server), owner_(owner), limits_(limits) {
-  tcp_->set_handler(this);
-  tcp_->set_nodelay(true);
+    : tcp_(tcp), server_(server), owner_(owner), limits_(limits) {
+  if (ctx) tls_ = std::make_unique<tls::Session>(ctx, server);
+  if (tcp_) {
+    tcp_->set_handler(this);
+    tcp_->set_nodelay(true);
+  }
+}
+
+void H2Conn::write_out(std::string&& data) {
+  if (data.empty()) return;
+  if (tcp_)
+    tcp_->write(std::move(data));
+  else
+    sink_.append(data);
 }
 
 H2Conn::~H2Conn() {
@@ -24,9 +35,17 @@ H2Conn::~H2Conn() {
 }
 
 void H2Conn::start() {
-  tcp_->start_read();
+  if (tcp_) tcp_->start_read();
+  if (!tls_) {
+    // Cleartext: the session starts at once.
+    init_session();
+    ready_ = true;
+    owner_->on_ready(this);
+    flush();
+    return;
+  }
   if (!server_) {
-    tls_.handshake();
+    tls_->handshake();
     flush();
   }
 }
@@ -79,25 +98,38 @@ void H2Conn::init_session() {
 
 // ---- input ----
 
-void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) {
-  tls_.feed(data, len);
-  process_input();
+void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) { receive(data, len); }
+
+void H2Conn::receive(const char* data, size_t len) {
+  if (closed_) return;
+  if (tls_) {
+    tls_->feed(data, len);
+    return process_input();
+  }
+  if (!session_) return;
+  if (tcp_) last_activity_ms = uv_now(tcp_->handle()->loop);
+  in_recv_ = true;
+  ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data), len);
+  in_recv_ = false;
+  if (closed_) return;
+  if (rv < 0) return fail(std::string("HTTP/2 protocol error: ") + nghttp2_strerror(rv));
+  flush();
 }
 
 void H2Conn::process_input() {
   if (closed_) return;
-  if (!tls_.handshake_done()) {
-    auto st = tls_.handshake();
+  if (!tls_->handshake_done()) {
+    auto st = tls_->handshake();
     if (st == tls::Status::kError) {
       // Let the alert reach the peer before closing.
-      if (!tls_.output().empty()) tcp_->write(std::move(tls_.output()));
-      tls_.output().clear();
-      return fail("TLS handshake failed: " + tls_.last_error());
+      write_out(std::move(tls_->output()));
+      tls_->output().clear();
+      return fail("TLS handshake failed: " + tls_->last_error());
     }
     if (st == tls::Status::kWantRead) return flush();
     const unsigned char* alpn = nullptr;
     unsigned alpn_len = 0;
-    SSL_get0_alpn_selected(tls_.ssl(), &alpn, &alpn_len);
+    SSL_get0_alpn_selected(tls_->ssl(), &alpn, &alpn_len);
     if (alpn_len != 2 || std::memcmp(alpn, "h2", 2) != 0)
       return fail("TLS handshake: peer did not negotiate ALPN h2");
     init_session();
@@ -108,9 +140,9 @@ void H2Conn::process_input() {
   char buf[16384];
   for (;;) {
     size_t n = 0;
-    auto st = tls_.read(buf, sizeof buf, &n);
+    auto st = tls_->read(buf, sizeof buf, &n);
     if (st == tls::Status::kOk) {
-      last_activity_ms = uv_now(tcp_->handle()->loop);
+      if (tcp_) last_activity_ms = uv_now(tcp_->handle()->loop);
       in_recv_ = true;
       ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<uint8_t*>(buf), n);
       in_recv_ = false;
@@ -120,7 +152,7 @@ void H2Conn::process_input() {
     }
     if (st == tls::Status::kWantRead) break;
     if (st == tls::Status::kClosed) return close("peer sent TLS close_notify");
-    return fail("TLS error: " + tls_.last_error());
+    return fail("TLS error: " + tls_->last_error());
   }
   flush();
 }
@@ -145,16 +177,20 @@ void H2Conn::flush() {
     }
   }
   if (!plain_.empty()) {
-    if (!tls_.write(plain_.data(), plain_.size())) {
+    if (!tls_) {
+      std::string out;
+      out.swap(plain_);
+      write_out(std::move(out));
+    } else if (!tls_->write(plain_.data(), plain_.size())) {
       in_flush_ = false;
-      return fail("TLS write: " + tls_.last_error());
+      return fail("TLS write: " + tls_->last_error());
     }
     plain_.clear();
   }
-  if (!tls_.output().empty()) {
+  if (tls_ && !tls_->output().empty()) {
     std::string out;
-    out.swap(tls_.output());
-    tcp_->write(std::move(out));
+    out.swap(tls_->output());
+    write_out(std::move(out));
   }
   in_flush_ = false;
   if (closed_) return;
@@ -164,7 +200,7 @@ void H2Conn::flush() {
 
 ssize_t H2Conn::send_cb(nghttp2_session*, const uint8_t* data, size_t len, int, void* ud) {
   auto* self = static_cast<H2Conn*>(ud);
-  if (self->tcp_->queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
+  if (self->out_queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
     self->write_blocked_ = true;
     return NGHTTP2_ERR_WOULDBLOCK;
   }
@@ -175,7 +211,7 @@ ssize_t H2Conn::send_cb(nghttp2_session*, const uint8_t* data, size_t len, int, 
 int H2Conn::send_data_cb(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
                          size_t length, nghttp2_data_source*, void* ud) {
   auto* self = static_cast<H2Conn*>(ud);
-  if (self->tcp_->queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
+  if (self->out_queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
     self->write_blocked_ = true;
     return NGHTTP2_ERR_WOULDBLOCK;
   }
@@ -194,13 +230,13 @@ int H2Conn::send_data_cb(nghttp2_session*, nghttp2_frame* frame, const uint8_t* 
     s->out_off = 0;
   }
   // Encrypt as we go so TLS records stay full-sized and the buffer stays small.
-  if (self->plain_.size() >= 16384) {
-    if (!self->tls_.write(self->plain_.data(), self->plain_.size()))
+  if (self->plain_.size() >= 16384 && self->tls_) {
+    if (!self->tls_->write(self->plain_.data(), self->plain_.size()))
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     self->plain_.clear();
     std::string out;
-    out.swap(self->tls_.output());
-    self->tcp_->write(std::move(out));
+    out.swap(self->tls_->output());
+    self->write_out(std::move(out));
   }
   size_t after = s->out.size() - s->out_off;
   if (before > kStreamLow && after <= kStreamLow && s->handler)
@@ -454,8 +490,8 @@ void H2Conn::close(const std::string& reason) {
   if (closed_) return;
   closed_ = true;
   ready_ = false;
-  if (!tls_.output().empty()) tcp_->write(std::move(tls_.output()));
-  tcp_->close();
+  if (tls_ && !tls_->output().empty()) write_out(std::move(tls_->output()));
+  if (tcp_) tcp_->close();
   tcp_ = nullptr;
   auto streams = std::move(streams_);
   streams_.clear();

@@ -66,7 +66,9 @@ class H2Conn : public net::TcpConn::Handler {
   static constexpr size_t kStreamHigh = 256 << 10;
   static constexpr size_t kStreamLow = 64 << 10;
 
-  // Takes ownership of tcp (already connected or accepted) and SSL_CTX reference.
+  // Takes ownership of tcp (already connected or accepted). A null ctx runs
+  // HTTP/2 in cleartext (h2c, and the fuzz target); a null tcp sends output
+  // to a sink (tests and fuzzing) and input comes through receive().
   H2Conn(net::TcpConn* tcp, SSL_CTX* ctx, bool server, Owner* owner, H2Limits limits = {});
   ~H2Conn() override;
 
@@ -75,7 +77,11 @@ class H2Conn : public net::TcpConn::Handler {
   bool ready() const { return ready_; }
   bool closed() const { return closed_; }
   bool draining() const { return goaway_; }
-  tls::Session& tls() { return tls_; }
+  tls::Session& tls() { return *tls_; }
+  // Bytes from the peer (what on_read does).
+  void receive(const char* data, size_t len);
+  // Output written while tcp is null.
+  std::string& sink() { return sink_; }
   size_t active_streams() const { return streams_.size(); }
   uint32_t peer_max_streams() const;
 
@@ -147,7 +153,11 @@ class H2Conn : public net::TcpConn::Handler {
   static int on_stream_close_cb(nghttp2_session*, int32_t sid, uint32_t code, void* ud);
 
   net::TcpConn* tcp_;
-  tls::Session tls_;
+  std::unique_ptr<tls::Session> tls_;
+  std::string in_plain_;  // cleartext mode input
+  std::string sink_;
+  void write_out(std::string&& data);
+  size_t out_queued() const { return tcp_ ? tcp_->queued() : 0; }
   bool server_;
   Owner* owner_;
   H2Limits limits_;
