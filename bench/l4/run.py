@@ -235,6 +235,13 @@ def make_certs():
     return d
 
 
+def binary_time():
+    try:
+        return datetime.datetime.utcfromtimestamp(os.stat(NODE_BIN).st_mtime).strftime("%Y-%m-%d %H:%M UTC")
+    except OSError:
+        return "?"
+
+
 def build_client():
     exe = os.path.join(WORK, "l4bench")
     run(["cc", "-O2", "-pthread", "-o", exe, os.path.join(HERE, "l4bench.c")])
@@ -704,8 +711,7 @@ def main():
             for system in SYSTEMS:
                 log(f"== {system} (round {rnd + 1}/{ROUNDS})")
                 try:
-                    if system == "warren" and rnd > 0:
-                        shutil.rmtree(os.path.join(WORK, "warren"), ignore_errors=True)
+                    shutil.rmtree(os.path.join(WORK, system), ignore_errors=True)
                     ps = starters[system]()
                 except Exception as e:  # noqa: BLE001
                     notes.append(f"{system}: failed to start: {e}")
@@ -738,7 +744,8 @@ def main():
             "cps": f"{CPS_THREADS} client threads, each: connect, 1 KB request, 1 KB reply, close "
                    "(warren adds a SOCKS5 handshake per connection)",
             "latency scenario": "SCHED_FIFO for proxies, server and client" if RT_RR else "normal scheduling",
-            "warren-node": f"{NODE_BIN} (git {subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()})",
+            "warren-node": f"{NODE_BIN}, built {binary_time()} (repository HEAD now "
+                           f"{subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()})",
         }
         report(res, notes, started, meta)
         for n in notes:
