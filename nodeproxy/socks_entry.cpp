@@ -200,7 +200,11 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
     watch_.s = this;
     upstream_->set_handler(&watch_);
     int r = upstream_->connect(plan_.connect_to);
-    if (r != 0) passthrough_connected(r);
+    if (r != 0) return passthrough_connected(r);
+    // Plain upstream connects honour --connect-timeout-ms like HBONE dials.
+    timer_.start(node_.options().connect_timeout_ms, 0, [this] {
+      fail(0x05, "connect " + plan_.connect_to.to_string() + " timed out", "CONNECT", true);
+    });
   }
 
   void passthrough_connected(int status) {
