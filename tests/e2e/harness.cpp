@@ -25,6 +25,14 @@ namespace warren::e2e {
 
 namespace fs = std::filesystem;
 
+namespace {
+// SSL_write on a socket the node closed must fail, not kill the test.
+const bool kSigpipeIgnored = [] {
+  ::signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+}  // namespace
+
 std::string bin(const std::string& rel) { return std::string(WARREN_BIN_DIR) + rel; }
 
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
@@ -86,6 +94,7 @@ CmdResult run(const std::vector<std::string>& argv_in, const std::string& input)
     dup2(out[1], 2);
     close(in[1]);
     close(out[0]);
+    ::signal(SIGPIPE, SIG_DFL);
     auto v = cargv(argv);
     execv(v[0], v.data());
     _exit(127);
@@ -118,6 +127,7 @@ Process::Process(std::vector<std::string> argv, std::string log_path)
     dup2(logfd, 2);
     int devnull = ::open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
+    ::signal(SIGPIPE, SIG_DFL);
     auto v = cargv(argv);
     execv(v[0], v.data());
     _exit(127);
