@@ -707,9 +707,14 @@ def main():
         starters = {"direct": lambda: start_direct(), "warren": start_warren,
                     "haproxy": lambda: start_haproxy(pki), "nginx": lambda: start_nginx(pki),
                     "stunnel": lambda: start_stunnel(pki)}
+        loads = {}
         for rnd in range(ROUNDS):
-            for system in SYSTEMS:
-                log(f"== {system} (round {rnd + 1}/{ROUNDS})")
+            # Other tenants' load drifts: every other round runs the systems
+            # in reverse order so that no system always gets the quiet slot.
+            for system in (SYSTEMS if rnd % 2 == 0 else SYSTEMS[::-1]):
+                with open("/proc/loadavg") as f:
+                    loads.setdefault(system, []).append(f.read().split()[0])
+                log(f"== {system} (round {rnd + 1}/{ROUNDS}, load {loads[system][-1]})")
                 try:
                     shutil.rmtree(os.path.join(WORK, system), ignore_errors=True)
                     ps = starters[system]()
@@ -721,7 +726,9 @@ def main():
                     probe(system, exe)
                     # Idle memory first, on fresh processes, so that memory
                     # freed by earlier scenarios does not hide the growth.
-                    if system != "direct" and "idle" in SCENARIOS:
+                    # Memory per idle connection barely moves between runs
+                    # and its setup is the slowest part: first round only.
+                    if system != "direct" and "idle" in SCENARIOS and rnd == 0:
                         measure_idle(system, exe, ps, res, notes)
                     measure(system, exe, ps, res, notes)
                 except Exception as e:  # noqa: BLE001
@@ -737,8 +744,11 @@ def main():
         meta = {
             "machine": f"{os.cpu_count()} vCPU, {os.uname().release}",
             "load average at end (machine shared with builds)": " ".join(load),
+            "1-min load when each system started (per round)": ", ".join(
+                f"{k} {'/'.join(v)}" for k, v in loads.items()),
             "idle connections": f"{IDLE_CONNS} (RLIMIT_NOFILE hard limit {_NOFILE_HARD})",
-            "duration per scenario": f"{DUR:g} s, rounds {ROUNDS} (best of rounds)",
+            "duration per scenario": f"{DUR:g} s, rounds {ROUNDS} (best of rounds; idle memory in round 1 only; "
+                                     "odd rounds in reverse order)",
             "client": "bench/l4/l4bench.c for every system (warren through SOCKS5 from the client workload IP)",
             "TLS": f"1.3 only, {CIPHER}, ECDSA P-256, client certificates required, one worker per proxy",
             "cps": f"{CPS_THREADS} client threads, each: connect, 1 KB request, 1 KB reply, close "
