@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "warren/buffer_pool.h"
+
 namespace warren::node {
 
 const std::string* find_header(const Headers& h, std::string_view name) {
@@ -65,6 +67,7 @@ void H2Conn::init_session() {
   nghttp2_session_callbacks_new(&cbs);
   nghttp2_session_callbacks_set_send_callback(cbs, send_cb);
   nghttp2_session_callbacks_set_send_data_callback(cbs, send_data_cb);
+  nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, read_length_cb);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -103,8 +106,10 @@ void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) { receive(data
 void H2Conn::receive(const char* data, size_t len) {
   if (closed_) return;
   if (tls_) {
-    tls_->feed(data, len);
-    return process_input();
+    tls_->lend_input(data, len);
+    process_input();
+    if (tls_) tls_->stash_input();
+    return;
   }
   if (!session_) return;
   if (tcp_) last_activity_ms = uv_now(tcp_->handle()->loop);
@@ -113,7 +118,19 @@ void H2Conn::receive(const char* data, size_t len) {
   in_recv_ = false;
   if (closed_) return;
   if (rv < 0) return fail(std::string("HTTP/2 protocol error: ") + nghttp2_strerror(rv));
+  deliver_batch();
+  if (closed_) return;
   flush();
+}
+
+void H2Conn::deliver_batch() {
+  auto batch = std::move(batch_);
+  batch_.clear();
+  for (int32_t sid : batch) {
+    if (closed_) return;
+    Stream* s = stream(sid);
+    if (s && s->handler) s->handler->on_data_batch_end(this, sid);
+  }
 }
 
 void H2Conn::process_input() {
@@ -151,14 +168,21 @@ void H2Conn::process_input() {
       continue;
     }
     if (st == tls::Status::kWantRead) break;
-    if (st == tls::Status::kClosed) return close("peer sent TLS close_notify");
+    if (st == tls::Status::kClosed) {
+      deliver_batch();
+      return close("peer sent TLS close_notify");
+    }
     return fail("TLS error: " + tls_->last_error());
   }
+  deliver_batch();
+  if (closed_) return;
   flush();
 }
 
 void H2Conn::on_eof(net::TcpConn*) { close("peer closed the connection"); }
-void H2Conn::on_error(net::TcpConn*, int e) { fail(std::string("socket: ") + uv_strerror(e)); }
+// The socket is broken: no GOAWAY can go out. fail() would flush, and a write
+// failing synchronously would call on_error again, recursing without end.
+void H2Conn::on_error(net::TcpConn*, int e) { close(std::string("socket: ") + uv_strerror(e)); }
 void H2Conn::on_drain(net::TcpConn*) {
   write_blocked_ = false;
   flush();
@@ -187,11 +211,7 @@ void H2Conn::flush() {
     }
     plain_.clear();
   }
-  if (tls_ && !tls_->output().empty()) {
-    std::string out;
-    out.swap(tls_->output());
-    write_out(std::move(out));
-  }
+  write_tls_out(true);
   in_flush_ = false;
   if (closed_) return;
   if (session_ && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_))
@@ -208,35 +228,60 @@ ssize_t H2Conn::send_cb(nghttp2_session*, const uint8_t* data, size_t len, int, 
   return static_cast<ssize_t>(len);
 }
 
+void H2Conn::write_tls_out(bool force) {
+  if (!tls_) return;
+  // One socket write per flush, or per 256 KiB of records under bulk load.
+  if (tls_->output().empty() || (!force && tls_->output().size() < (256u << 10))) return;
+  write_out(tls_->take_output());
+}
+
+ssize_t H2Conn::read_length_cb(nghttp2_session*, uint8_t, int32_t, int32_t conn_window,
+                               int32_t stream_window, uint32_t max_frame, void*) {
+  // 9-byte header + payload = one full 16 KiB TLS record.
+  int64_t n = 16384 - 9;
+  n = std::min<int64_t>(n, conn_window);
+  n = std::min<int64_t>(n, stream_window);
+  n = std::min<int64_t>(n, max_frame);
+  return static_cast<ssize_t>(std::max<int64_t>(n, 1));
+}
+
 int H2Conn::send_data_cb(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
                          size_t length, nghttp2_data_source*, void* ud) {
   auto* self = static_cast<H2Conn*>(ud);
-  if (self->out_queued() + self->plain_.size() >= net::TcpConn::kHighWatermark) {
+  if (self->out_queued() + self->plain_.size() + (self->tls_ ? self->tls_->output().size() : 0) >=
+      net::TcpConn::kHighWatermark) {
     self->write_blocked_ = true;
     return NGHTTP2_ERR_WOULDBLOCK;
   }
   Stream* s = self->stream(frame->hd.stream_id);
   if (!s) return NGHTTP2_ERR_CALLBACK_FAILURE;
   size_t before = s->out.size() - s->out_off;
-  self->plain_.append(reinterpret_cast<const char*>(framehd), 9);
-  self->plain_.append(s->out.data() + s->out_off, length);
+  if (self->tls_) {
+    // Control frames queued before this DATA frame go first.
+    if (!self->plain_.empty()) {
+      if (!self->tls_->write(self->plain_.data(), self->plain_.size()))
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+      self->plain_.clear();
+    }
+    char* hd = s->out.data() + s->out_off - kFrameHeadroom;
+    std::memcpy(hd, framehd, kFrameHeadroom);
+    if (!self->tls_->write(hd, kFrameHeadroom + length)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    self->write_tls_out(false);
+  } else {
+    self->plain_.append(reinterpret_cast<const char*>(framehd), 9);
+    self->plain_.append(s->out.data() + s->out_off, length);
+  }
   s->out_off += length;
   if (s->out_off == s->out.size()) {
-    s->out.clear();
-    s->out_off = 0;
-    if (s->out.capacity() > 256 * 1024) std::string().swap(s->out);
-  } else if (s->out_off > (s->out.size() >> 1)) {
-    s->out.erase(0, s->out_off);
-    s->out_off = 0;
-  }
-  // Encrypt as we go so TLS records stay full-sized and the buffer stays small.
-  if (self->plain_.size() >= 16384 && self->tls_) {
-    if (!self->tls_->write(self->plain_.data(), self->plain_.size()))
-      return NGHTTP2_ERR_CALLBACK_FAILURE;
-    self->plain_.clear();
-    std::string out;
-    out.swap(self->tls_->output());
-    self->write_out(std::move(out));
+    s->out.resize(kFrameHeadroom);
+    s->out_off = kFrameHeadroom;
+    if (s->out.capacity() > 256 * 1024) {
+      std::string fresh(kFrameHeadroom, '\0');
+      s->out.swap(fresh);
+    }
+  } else if (s->out_off > 64 * 1024 && s->out_off > (s->out.size() >> 1)) {
+    s->out.erase(kFrameHeadroom, s->out_off - kFrameHeadroom);
+    s->out_off = kFrameHeadroom;
   }
   size_t after = s->out.size() - s->out_off;
   if (before > kStreamLow && after <= kStreamLow && s->handler)
@@ -345,6 +390,7 @@ int H2Conn::on_data_chunk(nghttp2_session* session, uint8_t, int32_t sid, const 
     return 0;
   }
   s->unconsumed += len;
+  if (self->batch_.empty() || self->batch_.back() != sid) self->batch_.push_back(sid);
   s->handler->on_data(self, sid, data, len);
   return 0;
 }

@@ -38,6 +38,9 @@ class StreamHandler {
   virtual void on_stream_close(H2Conn* c, int32_t sid, uint32_t error_code) = 0;
   // Outgoing buffer fell to the low watermark.
   virtual void on_send_drain(H2Conn* c, int32_t sid) {}
+  // The DATA of one read from the socket has all been delivered: a handler
+  // that batched on_data may write it out now.
+  virtual void on_data_batch_end(H2Conn* c, int32_t sid) {}
 };
 
 struct H2Limits {
@@ -119,10 +122,15 @@ class H2Conn : public net::TcpConn::Handler {
   bool ping_outstanding = false;
 
  private:
+  // Outgoing DATA payload. The first kFrameHeadroom bytes before out_off are
+  // always free, so a DATA frame header is written in front of its payload and
+  // header + payload go to TLS as one record without a copy.
+  static constexpr size_t kFrameHeadroom = 9;
   struct Stream {
+    Stream() : out(kFrameHeadroom, '\0') {}
     StreamHandler* handler = nullptr;
     std::string out;
-    size_t out_off = 0;
+    size_t out_off = kFrameHeadroom;
     bool out_eof = false;
     bool eof_sent = false;
     bool deferred = false;
@@ -141,6 +149,10 @@ class H2Conn : public net::TcpConn::Handler {
   static ssize_t send_cb(nghttp2_session*, const uint8_t* data, size_t len, int, void* ud);
   static int send_data_cb(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
                           size_t length, nghttp2_data_source* src, void* ud);
+  static ssize_t read_length_cb(nghttp2_session*, uint8_t type, int32_t sid, int32_t conn_window,
+                                int32_t stream_window, uint32_t max_frame, void* ud);
+  void deliver_batch();
+  void write_tls_out(bool force);
   static ssize_t read_cb(nghttp2_session*, int32_t sid, uint8_t* buf, size_t len,
                          uint32_t* flags, nghttp2_data_source* src, void* ud);
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* ud);
@@ -164,6 +176,7 @@ class H2Conn : public net::TcpConn::Handler {
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, Stream> streams_;
   std::string plain_;  // staged plaintext frames before encryption
+  std::vector<int32_t> batch_;  // streams that got DATA in the current read
   bool ready_ = false;
   bool closed_ = false;
   bool goaway_ = false;

@@ -1,5 +1,6 @@
 #include "tunnel.h"
 
+#include "warren/buffer_pool.h"
 #include "warren/defer.h"
 
 namespace warren::node {
@@ -12,12 +13,7 @@ void Tunnel::attach(net::TcpConn* tcp, size_t skip_written) {
   tcp_->set_handler(this);
   tcp_->set_nodelay(true);
   if (stream_closed_) return finish(error_.empty() ? "stream closed before connect" : error_);
-  if (!pending_.empty()) {
-    unacked_ += pending_.size();
-    stats_.h2_to_tcp += pending_.size();
-    tcp_->write(std::move(pending_));
-    pending_.clear();
-  }
+  flush_to_tcp();
   if (peer_ended_) tcp_->shutdown();
   tcp_->start_read();
 }
@@ -45,13 +41,17 @@ void Tunnel::on_error(net::TcpConn*, int uv_err) {
 }
 
 void Tunnel::on_data(H2Conn*, int32_t, const uint8_t* data, size_t len) {
-  if (!tcp_) {
-    pending_.append(reinterpret_cast<const char*>(data), len);
-    return;
-  }
-  unacked_ += len;
-  stats_.h2_to_tcp += len;
-  tcp_->write(reinterpret_cast<const char*>(data), len);
+  // Batched: one socket write per read from the HBONE connection.
+  if (pending_.capacity() == 0) pending_ = take_buffer();
+  pending_.append(reinterpret_cast<const char*>(data), len);
+}
+
+void Tunnel::flush_to_tcp() {
+  if (!tcp_ || pending_.empty()) return;
+  unacked_ += pending_.size();
+  stats_.h2_to_tcp += pending_.size();
+  tcp_->write(std::move(pending_));
+  pending_ = std::string();
 }
 
 void Tunnel::on_written(net::TcpConn*, size_t bytes) {
@@ -69,6 +69,7 @@ void Tunnel::on_drain(net::TcpConn*) {}
 
 void Tunnel::on_end_stream(H2Conn*, int32_t) {
   peer_ended_ = true;
+  flush_to_tcp();
   if (tcp_) tcp_->shutdown();
   maybe_finish();
 }
@@ -78,6 +79,7 @@ void Tunnel::on_stream_close(H2Conn*, int32_t, uint32_t code) {
   if (code != 0 && error_.empty())
     error_ = std::string("stream reset: ") + nghttp2_http2_strerror(code);
   if (code != 0 || !tcp_) return finish(error_);
+  flush_to_tcp();
   // Clean close: both sides sent END_STREAM. Our TCP leg already saw EOF and
   // got its shutdown; let queued writes drain, then close.
   finish("");

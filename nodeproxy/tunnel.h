@@ -49,10 +49,12 @@ class Tunnel : public net::TcpConn::Handler, public StreamHandler {
   void on_end_stream(H2Conn* c, int32_t sid) override;
   void on_stream_close(H2Conn* c, int32_t sid, uint32_t code) override;
   void on_send_drain(H2Conn* c, int32_t sid) override;
+  void on_data_batch_end(H2Conn* c, int32_t sid) override { flush_to_tcp(); }
 
  private:
   ~Tunnel() override = default;
   void maybe_finish();
+  void flush_to_tcp();
   void finish(const std::string& error);
 
   H2Conn* h2_;
@@ -60,7 +62,7 @@ class Tunnel : public net::TcpConn::Handler, public StreamHandler {
   DoneFn done_;
   net::TcpConn* tcp_ = nullptr;
   TunnelStats stats_;
-  std::string pending_;  // stream data before the TCP leg is attached
+  std::string pending_;  // stream data not yet handed to the TCP leg (batched per read)
   bool peer_ended_ = false;  // END_STREAM received
   bool tcp_eof_ = false;     // TCP leg sent FIN
   bool stream_closed_ = false;

@@ -1,5 +1,7 @@
 #include "warren/tcp.h"
 
+#include "warren/buffer_pool.h"
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -117,6 +119,7 @@ void TcpConn::write_cb(uv_write_t* req, int status) {
   auto* w = static_cast<WriteReq*>(req->data);
   TcpConn* self = w->conn;
   size_t n = w->data.size();
+  give_buffer(std::move(w->data));
   delete w;
   self->queued_ -= n;
   if (self->closing_ || !self->handler_) return;

@@ -1,5 +1,7 @@
 #include "warren/tls_session.h"
 
+#include "warren/buffer_pool.h"
+
 #include <openssl/err.h>
 
 #include <cstring>
@@ -41,9 +43,17 @@ int Session::bio_read(BIO* b, char* data, size_t len, size_t* readbytes) {
   BIO_clear_retry_flags(b);
   size_t avail = self->in_.size() - self->in_off_;
   if (avail == 0) {
-    BIO_set_retry_read(b);
-    *readbytes = 0;
-    return 0;
+    if (self->ext_len_ == 0) {
+      BIO_set_retry_read(b);
+      *readbytes = 0;
+      return 0;
+    }
+    size_t n = std::min(self->ext_len_, len);
+    std::memcpy(data, self->ext_, n);
+    self->ext_ += n;
+    self->ext_len_ -= n;
+    *readbytes = n;
+    return 1;
   }
   size_t n = std::min(avail, len);
   std::memcpy(data, self->in_.data() + self->in_off_, n);
@@ -63,7 +73,7 @@ long Session::bio_ctrl(BIO* b, int cmd, long num, void* ptr) {
       return 1;
     case BIO_CTRL_PENDING: {
       auto* self = static_cast<Session*>(BIO_get_data(b));
-      return static_cast<long>(self->in_.size() - self->in_off_);
+      return static_cast<long>(self->in_.size() - self->in_off_ + self->ext_len_);
     }
     default:
       return 0;
@@ -90,6 +100,18 @@ Session::Session(SSL_CTX* ctx, bool server) {
 }
 
 Session::~Session() { SSL_free(ssl_); }
+
+void Session::stash_input() {
+  if (ext_len_) in_.append(ext_, ext_len_);
+  ext_ = nullptr;
+  ext_len_ = 0;
+}
+
+std::string Session::take_output() {
+  std::string out = take_buffer(out_.size() < 32768 ? 32768 : out_.size());
+  out.swap(out_);
+  return out;
+}
 
 Status Session::handshake() {
   if (handshake_done_) return Status::kOk;

@@ -20,8 +20,15 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Queue ciphertext received from the peer.
+  // Queue ciphertext received from the peer (copied).
   void feed(const char* data, size_t len) { in_.append(data, len); }
+  // Lend ciphertext without copying; call stash_input() before `data` goes
+  // away to keep what was not consumed.
+  void lend_input(const char* data, size_t len) {
+    ext_ = data;
+    ext_len_ = len;
+  }
+  void stash_input();
   // Continue the handshake; kOk once it is complete.
   Status handshake();
   bool handshake_done() const { return handshake_done_; }
@@ -32,8 +39,10 @@ class Session {
   bool write(const char* data, size_t len);
   // Sends close_notify into output().
   void shutdown();
-  // Ciphertext waiting to go to the socket; the caller swaps it out.
+  // Ciphertext waiting to go to the socket.
   std::string& output() { return out_; }
+  // Hands the ciphertext over, leaving a fresh pooled buffer behind.
+  std::string take_output();
   SSL* ssl() { return ssl_; }
   // The last OpenSSL error, formatted (empties the error queue).
   std::string last_error();
@@ -46,6 +55,8 @@ class Session {
   SSL* ssl_ = nullptr;
   std::string in_;
   size_t in_off_ = 0;
+  const char* ext_ = nullptr;
+  size_t ext_len_ = 0;
   std::string out_;
   bool handshake_done_ = false;
   std::string err_;
