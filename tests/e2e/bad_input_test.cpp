@@ -127,6 +127,39 @@ TEST_CASE("plaintext and TLS 1.2 clients on 15008 are refused", "[e2e][bad]") {
   CHECK(echo.accepted() == 1);  // only the final good tunnel reached the app
 }
 
+TEST_CASE("peers that reset right after the TLS handshake do not crash the node", "[e2e][bad]") {
+  StdMesh s;
+  EchoServer echo(s.echo1, 8080);
+  s.start();
+  TlsOpts o;
+  o.cert = s.m.ca() + "/default/sleep/cert-chain.pem";
+  o.key = s.m.ca() + "/default/sleep/key.pem";
+  for (int i = 0; i < 50; i++) {
+    TlsClient t(s.client, s.echo1, 15008, o);
+    REQUIRE(t.ok());
+    t.reset_connection();
+  }
+  for (int i = 0; i < 50; i++) {
+    // Also after the preface and a CONNECT, so the server has frames to write.
+    auto c = hbone_client(s.m, s.client, s.echo1, "default", "sleep");
+    REQUIRE(c->ok());
+    c->handshake();
+    c->send_headers(1, {{":method", "CONNECT"}, {":authority", s.echo1 + ":8080"}});
+    c->tls().reset_connection();
+  }
+  INFO(s.m.node('b').log());
+  REQUIRE(s.m.node('b').alive());
+  {
+    // The app itself is fine (direct connection).
+    Fd direct = tcp_connect("", s.echo1, 8080);
+    REQUIRE(echo_roundtrip(direct.get(), "direct"));
+  }
+  uint64_t accepted = echo.accepted();
+  check_still_serving(s);
+  CHECK(echo.accepted() == accepted + 1);
+  CHECK(s.m.node('b').alive());
+}
+
 TEST_CASE("client certificates from another CA, expired, or with a wrong SPIFFE id are refused",
           "[e2e][bad]") {
   StdMesh s;

@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -444,6 +445,55 @@ void EchoServer::loop() {
   }
 }
 
+Firehose::Firehose(const std::string& ip, uint16_t port) : listen_fd_(tcp_listen(ip, port)) {
+  thread_ = std::thread([this] {
+    std::string chunk(65536, 'f');
+    std::vector<Fd> conns;
+    while (!stop_) {
+      pollfd p{listen_fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 50) == 1) {
+        Fd c(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (c) conns.push_back(std::move(c));
+      }
+      for (auto& c : conns) {
+        if (!c) continue;
+        for (int i = 0; i < 64; i++) {
+          ssize_t n = ::send(c.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+          if (n > 0) {
+            written_ += static_cast<uint64_t>(n);
+            continue;
+          }
+          if (n < 0 && errno != EAGAIN) c.reset();
+          break;
+        }
+      }
+    }
+  });
+}
+
+Firehose::~Firehose() {
+  stop_ = true;
+  thread_.join();
+}
+
+bool wait_stable(const std::function<uint64_t()>& counter, std::chrono::milliseconds quiet,
+                 std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  uint64_t last = counter();
+  auto since = Clock::now();
+  while (Clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+    uint64_t now = counter();
+    if (now != last) {
+      last = now;
+      since = Clock::now();
+    } else if (Clock::now() - since >= quiet) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // ---- HTTP and metrics ----
 
 HttpResponse http_request(const std::string& method, const std::string& ip, uint16_t port,
@@ -716,6 +766,24 @@ bool TlsClient::write(const std::string& data) {
     off += static_cast<size_t>(n);
   }
   return true;
+}
+
+void TlsClient::reset_connection() {
+  if (!fd_) return;
+  linger l{1, 0};
+  setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  fd_.reset();
+}
+
+long TlsClient::peer_not_after() const {
+  if (!ssl_) return -1;
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (!cert) return -1;
+  tm t{};
+  long out = -1;
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &t) == 1) out = static_cast<long>(timegm(&t));
+  X509_free(cert);
+  return out;
 }
 
 std::optional<std::string> TlsClient::read(std::chrono::milliseconds timeout) {

@@ -154,6 +154,25 @@ class EchoServer {
   std::thread thread_;
 };
 
+// Accepts connections and writes to each as fast as it can until the peer
+// goes away; counts what the kernel took. For backpressure tests.
+class Firehose {
+ public:
+  Firehose(const std::string& ip, uint16_t port);
+  ~Firehose();
+  uint64_t written() const { return written_.load(); }
+
+ private:
+  Fd listen_fd_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> written_{0};
+  std::thread thread_;
+};
+
+// Waits until `counter()` stops changing for `quiet`; false if it still moves at `timeout`.
+bool wait_stable(const std::function<uint64_t()>& counter, std::chrono::milliseconds quiet,
+                 std::chrono::milliseconds timeout);
+
 // ---- HTTP and metrics ----
 
 struct HttpResponse {
@@ -259,6 +278,10 @@ class TlsClient {
   bool ok() const { return ok_; }
   const std::string& error() const { return err_; }
   bool write(const std::string& data);
+  // Closes the socket with a TCP RST (SO_LINGER 0), without TLS close_notify.
+  void reset_connection();
+  // The server certificate's notAfter (unix seconds), -1 if none.
+  long peer_not_after() const;
   // One read (up to 64 KiB) with timeout; empty optional on EOF/error/timeout.
   std::optional<std::string> read(std::chrono::milliseconds timeout);
 
