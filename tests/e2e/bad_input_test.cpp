@@ -226,7 +226,8 @@ TEST_CASE("CONNECT with a missing or malformed :authority, or another method, ge
       {{":method", "POST"}, {":scheme", "https"}, {":authority", s.echo1 + ":8080"}, {":path", "/"}})));
   // The connection survives all of that: a good CONNECT on it still works.
   CHECK(status({{":method", "CONNECT"}, {":authority", s.echo1 + ":8080"}}) == 200);
-  CHECK(echo.accepted() == 1);
+  // The app's accept runs on its own thread: wait for it.
+  CHECK(wait_until([&] { return echo.accepted() == 1; }, 5s));
   CHECK(metric_sum(s.m.metrics('b'), "warren_connections_rejected_total",
                    {{"direction", "inbound"}, {"reason", "bad_request"}}) >= 10);
 }
