@@ -154,24 +154,32 @@ void H2Conn::process_input() {
     owner_->on_ready(this);
     if (closed_) return;
   }
-  char buf[16384];
+  // Decrypt all that is available into one buffer and hand it to nghttp2 at
+  // once: DATA chunks then point into this buffer, and handlers may write
+  // them straight to their sockets at on_data_batch_end (before it is reused).
+  static thread_local char buf[256 * 1024];
   for (;;) {
-    size_t n = 0;
-    auto st = tls_->read(buf, sizeof buf, &n);
-    if (st == tls::Status::kOk) {
+    size_t have = 0;
+    tls::Status st = tls::Status::kOk;
+    while (have < sizeof buf) {
+      size_t n = 0;
+      st = tls_->read(buf + have, sizeof buf - have, &n);
+      if (st != tls::Status::kOk) break;
+      have += n;
+    }
+    if (have) {
       if (tcp_) last_activity_ms = uv_now(tcp_->handle()->loop);
       in_recv_ = true;
-      ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<uint8_t*>(buf), n);
+      ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<uint8_t*>(buf), have);
       in_recv_ = false;
       if (closed_) return;
       if (rv < 0) return fail(std::string("HTTP/2 protocol error: ") + nghttp2_strerror(rv));
-      continue;
-    }
-    if (st == tls::Status::kWantRead) break;
-    if (st == tls::Status::kClosed) {
       deliver_batch();
-      return close("peer sent TLS close_notify");
+      if (closed_) return;
     }
+    if (st == tls::Status::kOk) continue;  // buffer was full
+    if (st == tls::Status::kWantRead) break;
+    if (st == tls::Status::kClosed) return close("peer sent TLS close_notify");
     return fail("TLS error: " + tls_->last_error());
   }
   deliver_batch();
@@ -279,7 +287,7 @@ int H2Conn::send_data_cb(nghttp2_session*, nghttp2_frame* frame, const uint8_t* 
       std::string fresh(kFrameHeadroom, '\0');
       s->out.swap(fresh);
     }
-  } else if (s->out_off > 64 * 1024 && s->out_off > (s->out.size() >> 1)) {
+  } else if (s->out_off >= 256 * 1024) {
     s->out.erase(kFrameHeadroom, s->out_off - kFrameHeadroom);
     s->out_off = kFrameHeadroom;
   }

@@ -125,7 +125,7 @@ void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_str
   std::string peer_id = info.peer_identity;
   std::string dst_id = d.dst->identity;
   Inbound* in = &in_;
-  auto* tunnel = new Tunnel(c, sid, [in, cc, start, upstream, peer, peer_id, dst_id](
+  auto* tunnel = new Tunnel(node.loop(), c, sid, [in, cc, start, upstream, peer, peer_id, dst_id](
                                          Tunnel* t, const TunnelStats& st, const std::string& err) {
     in->active_.erase(t);
     Node& n = in->node_;

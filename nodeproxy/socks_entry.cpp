@@ -163,7 +163,7 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
     Node* node = &node_;
     std::string src = peer_.to_string(), dst = plan_.authority.to_string();
     std::string src_id = plan_.src->identity, dst_id = plan_.dst->identity;
-    auto* t = new Tunnel(c, sid, [node, cc, start, src, dst, src_id, dst_id](
+    auto* t = new Tunnel(node_.loop(), c, sid, [node, cc, start, src, dst, src_id, dst_id](
                                      Tunnel*, const TunnelStats& st, const std::string& err) {
       node->metrics().active_tunnels->dec();
       cc.closed->inc();

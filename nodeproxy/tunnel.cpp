@@ -5,7 +5,8 @@
 
 namespace warren::node {
 
-Tunnel::Tunnel(H2Conn* h2, int32_t sid, DoneFn done) : h2_(h2), sid_(sid), done_(std::move(done)) {}
+Tunnel::Tunnel(uv_loop_t* loop, H2Conn* h2, int32_t sid, DoneFn done)
+    : loop_(loop), h2_(h2), sid_(sid), done_(std::move(done)) {}
 
 void Tunnel::attach(net::TcpConn* tcp, size_t skip_written) {
   tcp_ = tcp;
@@ -19,6 +20,7 @@ void Tunnel::attach(net::TcpConn* tcp, size_t skip_written) {
 }
 
 void Tunnel::on_read(net::TcpConn*, const char* data, size_t len) {
+  if (finished_) return;
   stats_.tcp_to_h2 += len;
   h2_->send_data(sid_, data, len);
   if (tcp_ && h2_->buffered(sid_) >= H2Conn::kStreamHigh) tcp_->stop_read();
@@ -29,6 +31,7 @@ void Tunnel::on_send_drain(H2Conn*, int32_t) {
 }
 
 void Tunnel::on_eof(net::TcpConn*) {
+  if (finished_) return;
   tcp_eof_ = true;
   h2_->end_stream(sid_);
   maybe_finish();
@@ -41,13 +44,46 @@ void Tunnel::on_error(net::TcpConn*, int uv_err) {
 }
 
 void Tunnel::on_data(H2Conn*, int32_t, const uint8_t* data, size_t len) {
-  // Batched: one socket write per read from the HBONE connection.
+  if (tcp_ && pending_.empty() && tcp_->queued() == 0) {
+    chunks_.push_back(uv_buf_init(reinterpret_cast<char*>(const_cast<uint8_t*>(data)),
+                                  static_cast<unsigned>(len)));
+    return;
+  }
+  copy_chunks();
   if (pending_.capacity() == 0) pending_ = take_buffer();
   pending_.append(reinterpret_cast<const char*>(data), len);
 }
 
+void Tunnel::copy_chunks() {
+  if (chunks_.empty()) return;
+  if (pending_.capacity() == 0) pending_ = take_buffer();
+  for (auto& b : chunks_) pending_.append(b.base, b.len);
+  chunks_.clear();
+}
+
 void Tunnel::flush_to_tcp() {
-  if (!tcp_ || pending_.empty()) return;
+  if (!tcp_) return copy_chunks();
+  if (!chunks_.empty()) {
+    // Straight from the decrypt buffer to the socket; what it does not take
+    // now is copied and queued.
+    size_t total = 0;
+    for (auto& b : chunks_) total += b.len;
+    size_t wrote = tcp_->try_write(chunks_.data(), static_cast<unsigned>(chunks_.size()));
+    stats_.h2_to_tcp += wrote;
+    size_t skip = wrote;
+    for (auto& b : chunks_) {
+      if (skip >= b.len) {
+        skip -= b.len;
+        continue;
+      }
+      if (pending_.capacity() == 0) pending_ = take_buffer(total - wrote);
+      pending_.append(b.base + skip, b.len - skip);
+      skip = 0;
+    }
+    chunks_.clear();
+    if (wrote && !stream_closed_) h2_->consume(sid_, wrote);
+  }
+  if (pending_.empty()) return;
   unacked_ += pending_.size();
   stats_.h2_to_tcp += pending_.size();
   tcp_->write(std::move(pending_));
@@ -103,6 +139,7 @@ void Tunnel::abort(const std::string& why) {
 void Tunnel::finish(const std::string& error) {
   if (finished_) return;
   finished_ = true;
+  chunks_.clear();  // they point into a buffer that is not ours
   if (!stream_closed_) h2_->detach(sid_);
   if (tcp_) {
     // A clean end keeps FIN ordering (shutdown already queued); errors reset.
@@ -113,8 +150,11 @@ void Tunnel::finish(const std::string& error) {
     tcp_ = nullptr;
   }
   if (done_) done_(this, stats_, error);
+  // Any call into h2_ may end here (a flush that closes the stream or the
+  // connection), so the caller's frame may still use `this`: free it on the
+  // next loop turn. Every path checks finished_ or tcp_ first.
   auto* self = this;
-  delete self;
+  defer(loop_, [self] { delete self; });
 }
 
 }  // namespace warren::node

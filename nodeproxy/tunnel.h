@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "h2_conn.h"
 #include "warren/tcp.h"
@@ -26,7 +27,7 @@ class Tunnel : public net::TcpConn::Handler, public StreamHandler {
   // Called once when the tunnel ends; `error` empty on a clean close.
   using DoneFn = std::function<void(Tunnel*, const TunnelStats&, const std::string& error)>;
 
-  Tunnel(H2Conn* h2, int32_t sid, DoneFn done);
+  Tunnel(uv_loop_t* loop, H2Conn* h2, int32_t sid, DoneFn done);
   // Attach the TCP leg (may come after the stream: inbound connects upstream
   // after the CONNECT). Bytes received meanwhile are queued. `skip_written`
   // bytes already queued on tcp (e.g. a SOCKS reply) are not HTTP/2 data.
@@ -55,14 +56,20 @@ class Tunnel : public net::TcpConn::Handler, public StreamHandler {
   ~Tunnel() override = default;
   void maybe_finish();
   void flush_to_tcp();
+  void copy_chunks();
   void finish(const std::string& error);
 
+  uv_loop_t* loop_;
   H2Conn* h2_;
   int32_t sid_;
   DoneFn done_;
   net::TcpConn* tcp_ = nullptr;
   TunnelStats stats_;
-  std::string pending_;  // stream data not yet handed to the TCP leg (batched per read)
+  std::string pending_;  // stream data not yet handed to the TCP leg (copied)
+  // DATA chunks of the current read, pointing into H2Conn's decrypt buffer:
+  // written with one writev at on_data_batch_end, copied only if the socket
+  // does not take them all.
+  std::vector<uv_buf_t> chunks_;
   bool peer_ended_ = false;  // END_STREAM received
   bool tcp_eof_ = false;     // TCP leg sent FIN
   bool stream_closed_ = false;

@@ -11,7 +11,7 @@
 namespace warren::net {
 
 namespace {
-constexpr size_t kReadBuf = 64 * 1024;
+constexpr size_t kReadBuf = 256 * 1024;
 thread_local char g_read_buf[kReadBuf];
 }  // namespace
 
@@ -150,6 +150,12 @@ void TcpConn::write(std::string&& data) {
     delete w;
     if (handler_) handler_->on_error(this, r);
   }
+}
+
+size_t TcpConn::try_write(const uv_buf_t* bufs, unsigned n) {
+  if (closing_ || queued_ != 0 || shutdown_sent_) return 0;
+  int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n);
+  return r > 0 ? static_cast<size_t>(r) : 0;
 }
 
 void TcpConn::shutdown() {

@@ -45,6 +45,9 @@ class TcpConn {
   bool reading() const { return reading_; }
   void write(std::string&& data);
   void write(const char* data, size_t len) { write(std::string(data, len)); }
+  // Writes what the socket takes now, without queuing (only when nothing is
+  // queued, to keep order); returns the bytes written (0 if it would block).
+  size_t try_write(const uv_buf_t* bufs, unsigned n);
   size_t queued() const { return queued_; }
   bool above_high_watermark() const { return queued_ >= kHighWatermark; }
   // Half-close after queued writes finish.
