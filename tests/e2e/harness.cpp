@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -122,8 +123,13 @@ Process::Process(std::vector<std::string> argv, std::string log_path)
     : log_path_(std::move(log_path)) {
   int logfd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (logfd < 0) throw std::runtime_error("open " + log_path_);
+  pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
+    // If the test process dies without running destructors (a signal, a
+    // ctest timeout), take the node down with it.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
     dup2(logfd, 1);
     dup2(logfd, 2);
     int devnull = ::open("/dev/null", O_RDONLY);
