@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <catch2/catch.hpp>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -617,8 +619,26 @@ void dev_ca_issue_config(const std::string& ca, const std::string& config) {
 Mesh::Mesh() : prefix_(pick_loopback_prefix()) { dev_ca_init(ca()); }
 
 Mesh::~Mesh() {
-  if (a_) a_->stop();
-  if (b_) b_->stop();
+  // A node that crashed, or that a sanitizer complained about, fails the test
+  // even when the test's own checks passed (a crash may only show as a
+  // refused connection).
+  for (auto* p : {a_.get(), b_.get()}) {
+    if (!p) continue;
+    bool was_alive = p->alive();
+    p->stop();
+    std::string log = p->log();
+    bool crashed = !was_alive && p->exit_code().value_or(0) != 0;
+    bool sanitizer = log.find("ERROR: AddressSanitizer") != std::string::npos ||
+                     log.find("ERROR: LeakSanitizer") != std::string::npos ||
+                     log.find("runtime error:") != std::string::npos;
+    if ((crashed || sanitizer) && std::uncaught_exceptions() == 0) {
+      std::string tail = log.size() > 6000 ? log.substr(log.size() - 6000) : log;
+      FAIL_CHECK("warren-node " << (crashed ? "exited with code " +
+                                                  std::to_string(*p->exit_code())
+                                            : std::string("reported a sanitizer error"))
+                                << "; log tail:\n" << tail);
+    }
+  }
 }
 
 void Mesh::add_workload(WorkloadSpec w) {
