@@ -10,6 +10,18 @@
 
 namespace warren::node {
 
+InboundRequest InboundRequest::from_headers(const Headers& h) {
+  InboundRequest req;
+  for (auto& [k, v] : h) {
+    if (k == ":method") req.method = v;
+    else if (k == ":authority") req.authority = v;
+    else if (k == ":path") { req.path = v; req.has_path = true; }
+    else if (k == ":scheme") req.scheme = v;
+    else if (k == ":protocol") req.protocol = v;
+  }
+  return req;
+}
+
 InboundDecision decide_inbound(const config::Snapshot& snap, const InboundRequest& req) {
   InboundDecision d;
   auto bad = [&](std::string why) {
@@ -79,17 +91,10 @@ void InboundStream::refuse(int status, const std::string& why, const std::string
 
 void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_stream) {
   auto& info = in_.conns_.at(c);
-  InboundRequest req;
+  InboundRequest req = InboundRequest::from_headers(h);
   req.local = info.local;
   req.peer = info.peer;
   req.peer_identity = info.peer_identity;
-  for (auto& [k, v] : h) {
-    if (k == ":method") req.method = v;
-    else if (k == ":authority") req.authority = v;
-    else if (k == ":path") { req.path = v; req.has_path = true; }
-    else if (k == ":scheme") req.scheme = v;
-    else if (k == ":protocol") req.protocol = v;
-  }
   Node& node = in_.node_;
   auto snap = node.snapshot();
   InboundDecision d = decide_inbound(*snap, req);

@@ -26,6 +26,8 @@ struct InboundRequest {
   SockAddr local;           // the address the client dialled (workload ip:15008)
   SockAddr peer;            // the client's address
   std::string peer_identity;
+  // The pseudo-headers of a request; addresses and identity are the caller's.
+  static InboundRequest from_headers(const Headers& h);
 };
 struct InboundDecision {
   int status = 200;  // 200, 400 or 401

@@ -37,17 +37,10 @@ config::SnapshotPtr snapshot() {
 
 struct Stream : StreamHandler {
   void on_headers(H2Conn* c, int32_t sid, Headers&& h, bool) override {
-    InboundRequest req;
+    InboundRequest req = InboundRequest::from_headers(h);
     req.local = *SockAddr::parse("127.0.20.1:15008");
     req.peer = *SockAddr::parse("127.0.10.1:40000");
     req.peer_identity = "spiffe://cluster.local/ns/default/sa/sleep";
-    for (auto& [k, v] : h) {
-      if (k == ":method") req.method = v;
-      else if (k == ":authority") req.authority = v;
-      else if (k == ":path") { req.path = v; req.has_path = true; }
-      else if (k == ":scheme") req.scheme = v;
-      else if (k == ":protocol") req.protocol = v;
-    }
     auto d = decide_inbound(*snapshot(), req);
     c->submit_response(sid, d.status, d.status == 200);
     if (d.status == 200) c->send_data(sid, "hello", 5);
