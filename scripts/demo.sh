@@ -15,6 +15,14 @@ echo "== building (first time takes a few minutes) =="
 ./scripts/build.sh dev warren-node warrenctl >/dev/null
 BIN=$ROOT/build/dev
 
+# The demo uses fixed loopback addresses; refuse to start over another copy.
+busy=$(ss -Hltn 2>/dev/null | awk '{print $4}' | grep -E '^127\.0\.(0\.2|0\.3|20\.1):' || true)
+if [ -n "$busy" ]; then
+  echo "demo: these loopback addresses are already in use (another demo still running?):"
+  echo "$busy" | sed 's/^/  /'
+  exit 1
+fi
+
 WORK=$(mktemp -d /tmp/warren-demo.XXXXXX)
 PIDS=()
 cleanup() {
@@ -46,6 +54,7 @@ PIDS+=($!)
 PIDS+=($!)
 python3 "$ROOT/examples/demo/echo_server.py" 127.0.20.1 8080 &
 PIDS+=($!)
+for _ in $(seq 1 50); do ss -Hltn | grep -q '127.0.20.1:8080' && break; sleep 0.1; done
 wait_ready 127.0.0.2:15021 node-a.log
 wait_ready 127.0.0.3:15021 node-b.log
 echo "  both nodes ready; node-b serves HBONE on 127.0.20.1:15008 with echo's certificate"
@@ -77,14 +86,19 @@ curl -s http://127.0.0.3:15020/metrics | grep -E '^istio_tcp_connections_opened_
 curl -s http://127.0.0.3:15020/metrics | grep -E '^warren_connections_rejected_total' | sed 's/^/    /'
 
 say "Where to look next"
-cat <<TXT
+if [ "$KEEP" = 1 ]; then
+  cat <<TXT
   curl http://127.0.0.2:15000/config_dump      # node-a's config, certificates and pool
   curl http://127.0.0.3:15020/metrics          # everything node-b counts
   curl -X POST 'http://127.0.0.2:15000/logging?level=debug'
   files in $WORK: node-*.json (edit them live), node-*.log, access-*.log
-  ARCHITECTURE.md explains the pieces; README.md lists the tests.
 TXT
-if [ "$KEEP" = 1 ]; then
   say "The mesh keeps running; press Ctrl-C to stop and clean up."
   wait
+else
+  cat <<TXT
+  ./scripts/demo.sh --keep leaves this mesh running, to curl its admin (:15000), metrics (:15020)
+  and to edit node-*.json live. ARCHITECTURE.md explains the pieces; README.md lists the tests.
+  Everything the demo started is stopped and its files removed now.
+TXT
 fi
