@@ -79,7 +79,8 @@ Result<void> Node::start() {
   uv_fs_poll_start(
       &config_poll_,
       [](uv_fs_poll_t* h, int status, const uv_stat_t*, const uv_stat_t*) {
-        if (status == 0) static_cast<Node*>(h->data)->reload_config();
+        // reload_config() logs its own errors and keeps the last good config.
+        if (status == 0) (void)static_cast<Node*>(h->data)->reload_config();
       },
       opts_.config_path.c_str(), opts_.config_poll_ms);
   uv_signal_init(loop_, &sighup_);
@@ -89,7 +90,7 @@ Result<void> Node::start() {
       [](uv_signal_t* h, int) {
         auto* self = static_cast<Node*>(h->data);
         spdlog::info("SIGHUP: reloading configuration and certificates");
-        self->reload_config();
+        (void)self->reload_config();  // logs its own errors
         self->reload_certs();
       },
       SIGHUP);

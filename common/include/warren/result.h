@@ -29,7 +29,9 @@ struct Error {
   int sys_errno = 0;
 
   static Error sys(std::string what, int e = errno) {
-    return Error{Errc::kSystem, std::move(what) + ": " + std::strerror(e), e};
+    char buf[128];
+    // GNU strerror_r (g++ defines _GNU_SOURCE): thread-safe, returns the text.
+    return Error{Errc::kSystem, std::move(what) + ": " + ::strerror_r(e, buf, sizeof buf), e};
   }
   // Adds outer context: "loading certs: open /x: No such file".
   Error wrap(const std::string& context) const& {
