@@ -41,7 +41,6 @@ config::SnapshotPtr snap(const std::string& extra_policies = "[]") {
   return r.value();
 }
 
-OutboundTarget ip(const char* addr) { return OutboundTarget{SockAddr::parse(addr), "", 0}; }
 OutboundTarget ipport(const char* addr) {
   auto a = SockAddr::parse(addr);
   return OutboundTarget{a, "", a->port};
