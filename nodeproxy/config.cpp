@@ -262,6 +262,7 @@ class Parser {
     return StringMatch{strs(src, path, key), strs(src, path, not_key)};
   }
 
+  void capture(const json& doc, Snapshot& s);
   Workload workload(const json& j, const std::string& p);
   Service service(const json& j, const std::string& p);
   AuthorizationPolicy policy(const json& j, const std::string& p);
@@ -273,7 +274,7 @@ class Parser {
 Workload Parser::workload(const json& j, const std::string& p) {
   Workload w;
   if (!object(j, p, {"uid", "name", "namespace", "serviceAccount", "node", "ips", "protocol",
-                     "labels", "waypoint"}))
+                     "labels", "waypoint", "annotations"}))
     return w;
   w.uid = str(j, p, "uid", true);
   w.name = str(j, p, "name", true);
@@ -289,6 +290,22 @@ Workload Parser::workload(const json& j, const std::string& p) {
                            {{"HBONE", Protocol::kHbone}, {"NONE", Protocol::kNone}});
   w.labels = labels(j, p, "labels");
   w.waypoint = str(j, p, "waypoint", false);
+  w.annotations = labels(j, p, "annotations");
+  if (auto it = w.annotations.find(kExcludeOutboundPorts); it != w.annotations.end()) {
+    std::string_view rest = it->second;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      std::string tok(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
+      tok.erase(0, tok.find_first_not_of(' '));
+      tok.erase(tok.find_last_not_of(' ') + 1);
+      auto port = port_of(json(tok));
+      if (!port)
+        err(sub(sub(p, "annotations"), kExcludeOutboundPorts), "\"" + tok + "\" is not a port");
+      else
+        w.excluded_outbound_ports.push_back(*port);
+    }
+  }
   return w;
 }
 
@@ -473,10 +490,32 @@ PeerAuthentication Parser::peer_auth(const json& j, const std::string& p) {
   return pa;
 }
 
+void Parser::capture(const json& doc, Snapshot& s) {
+  const json* c = get(doc, "capture");
+  if (!c || !object(*c, "/capture", {"mode", "cgroup", "bpfPinDir", "fastPath", "cniSocket", "scanProc"}))
+    return;
+  auto& cc = s.capture;
+  cc.mode = enumeration(*c, "/capture", "mode", CaptureMode::kNone,
+                        {{"none", CaptureMode::kNone}, {"inpod", CaptureMode::kInPod}});
+  cc.cgroup = str(*c, "/capture", "cgroup", false, cc.cgroup);
+  cc.pin_dir = str(*c, "/capture", "bpfPinDir", false, cc.pin_dir);
+  cc.cni_socket = str(*c, "/capture", "cniSocket", false, cc.cni_socket);
+  for (auto [key, field] : {std::pair{"fastPath", &cc.fast_path}, std::pair{"scanProc", &cc.scan_proc}}) {
+    if (const json* v = get(*c, key)) {
+      if (v->is_boolean()) *field = v->get<bool>();
+      else err(sub("/capture", key), "must be true or false, got " + show(*v));
+    }
+  }
+  for (auto [key, v] : {std::pair{"cgroup", &cc.cgroup}, std::pair{"bpfPinDir", &cc.pin_dir},
+                        std::pair{"cniSocket", &cc.cni_socket}})
+    if (!v->empty() && (*v)[0] != '/') err(sub("/capture", key), "\"" + *v + "\" must be an absolute path");
+}
+
 std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
   auto s = std::make_shared<Snapshot>();
   if (!object(doc, "", {"node", "trustDomain", "rootNamespace", "listeners", "certificates",
-                        "workloads", "services", "policies", "peerAuthentications"}))
+                        "workloads", "services", "policies", "peerAuthentications", "capture",
+                        "namespaces"}))
     return s;
   if (const json* n = get(doc, "node"); n && object(*n, "/node", {"name", "address"})) {
     s->node_name = str(*n, "/node", "name", true);
@@ -512,6 +551,16 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
     err("/certificates", "is required");
   }
 
+  capture(doc, *s);
+  if (s->capture.pin_dir.empty() && !s->node_name.empty())
+    s->capture.pin_dir = "/sys/fs/bpf/warren/" + s->node_name;
+  each(doc, "", "namespaces", [&](const json& e, const std::string& p, size_t) {
+    if (!object(e, p, {"name", "labels"})) return;
+    std::string name = str(e, p, "name", true);
+    if (!name.empty() && !k8s_name(name)) err(sub(p, "name"), "\"" + name + "\" is not a valid namespace name");
+    if (s->namespaces.count(name)) err(sub(p, "name"), "duplicate namespace \"" + name + "\"");
+    s->namespaces[name] = labels(e, p, "labels");
+  });
   each(doc, "", "workloads", [&](const json& e, const std::string& p, size_t i) {
     Workload w = workload(e, p);
     w.identity = "spiffe://" + s->trust_domain + "/ns/" + w.namespace_ + "/sa/" + w.service_account;
@@ -605,6 +654,19 @@ const Service* Snapshot::service_by_hostname(const std::string& host) const {
   return it == svc_by_host_.end() ? nullptr : &services[it->second];
 }
 
+bool Snapshot::enrolled(const Workload& w) const {
+  if (w.protocol != Protocol::kHbone) return false;
+  auto pl = w.labels.find(kDataplaneModeLabel);
+  if (pl != w.labels.end()) {
+    if (pl->second == "none") return false;
+    if (pl->second == "enabled") return true;
+  }
+  auto ns = namespaces.find(w.namespace_);
+  if (ns == namespaces.end()) return false;
+  auto l = ns->second.find(kDataplaneModeLabel);
+  return l != ns->second.end() && l->second == "enabled";
+}
+
 std::vector<const Workload*> Snapshot::local_workloads() const {
   std::vector<const Workload*> out;
   for (const auto& w : workloads)
@@ -661,7 +723,8 @@ nlohmann::json to_json(const Snapshot& s) {
                   {"serviceAccount", w.service_account}, {"node", w.node}, {"ips", ips(w.ips)},
                   {"protocol", w.protocol == Protocol::kHbone ? "HBONE" : "NONE"},
                   {"labels", w.labels.empty() ? json::object() : json(w.labels)},
-                  {"waypoint", w.waypoint}});
+                  {"waypoint", w.waypoint},
+                  {"annotations", w.annotations.empty() ? json::object() : json(w.annotations)}});
   }
   doc["workloads"] = ws;
   json ss = json::array();
@@ -683,6 +746,16 @@ nlohmann::json to_json(const Snapshot& s) {
   json pas = json::array();
   for (const auto& p : s.peer_authentications) pas.push_back(p.raw);
   doc["peerAuthentications"] = pas;
+  doc["capture"] = {{"mode", s.capture.mode == CaptureMode::kInPod ? "inpod" : "none"},
+                    {"cgroup", s.capture.cgroup},
+                    {"bpfPinDir", s.capture.pin_dir},
+                    {"fastPath", s.capture.fast_path},
+                    {"cniSocket", s.capture.cni_socket},
+                    {"scanProc", s.capture.scan_proc}};
+  json nss = json::array();
+  for (const auto& [name, labels] : s.namespaces)
+    nss.push_back({{"name", name}, {"labels", labels.empty() ? json::object() : json(labels)}});
+  doc["namespaces"] = nss;
   return doc;
 }
 

@@ -32,6 +32,9 @@ struct Workload {
   Protocol protocol = Protocol::kHbone;
   std::map<std::string, std::string> labels;
   std::string waypoint;  // gateway name, empty if none (issue 5)
+  std::map<std::string, std::string> annotations;
+  // warren.io/exclude-outbound-ports: connects to these ports are not captured.
+  std::vector<uint16_t> excluded_outbound_ports;
   // spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
   std::string identity;
 };
@@ -123,6 +126,22 @@ struct Certificates {
   std::string dir;
 };
 
+// How pods' traffic reaches this node proxy. kNone: standalone (SOCKS5 entry
+// and HBONE on local workload IPs); kInPod: eBPF capture and listeners inside
+// each enrolled pod's netns (DESIGN.md §5).
+enum class CaptureMode { kNone, kInPod };
+struct CaptureConfig {
+  CaptureMode mode = CaptureMode::kNone;
+  std::string cgroup = "/sys/fs/cgroup/unified";  // where the pods' processes live
+  std::string pin_dir;                          // default /sys/fs/bpf/warren/<node>
+  bool fast_path = true;                        // same-node direct path
+  std::string cni_socket = "/var/run/warren/cni.sock";
+  bool scan_proc = true;  // at start, find running pods' netns from /proc
+};
+
+inline constexpr const char* kDataplaneModeLabel = "warren.io/dataplane-mode";
+inline constexpr const char* kExcludeOutboundPorts = "warren.io/exclude-outbound-ports";
+
 struct Snapshot {
   std::string node_name;
   IpAddr node_address;
@@ -134,6 +153,9 @@ struct Snapshot {
   std::vector<Service> services;
   std::vector<AuthorizationPolicy> policies;
   std::vector<PeerAuthentication> peer_authentications;
+  CaptureConfig capture;
+  // Namespace labels (enrollment: warren.io/dataplane-mode=enabled).
+  std::map<std::string, std::map<std::string, std::string>> namespaces;
   uint64_t version = 0;  // monotonically increasing per accepted load
 
   // Indexes, built once by the parser.
@@ -144,6 +166,10 @@ struct Snapshot {
   const Service* service_by_hostname(const std::string& host) const;
   // Workloads of this node (node == node_name).
   std::vector<const Workload*> local_workloads() const;
+  // Whether capture applies to a workload: its namespace is labelled
+  // warren.io/dataplane-mode=enabled (or the pod itself is), the pod does not
+  // opt out with warren.io/dataplane-mode=none, and it speaks HBONE.
+  bool enrolled(const Workload& w) const;
 
   std::unordered_map<IpAddr, size_t> by_ip_;
   std::unordered_map<std::string, size_t> by_uid_;

@@ -4,7 +4,9 @@
 
 #include <chrono>
 
+#include "inpod.h"
 #include "node.h"
+#include "warren_bpf.h"
 #include "tunnel.h"
 #include "warren/defer.h"
 
@@ -157,7 +159,12 @@ void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_str
   // Re-point the stream at the tunnel.
   c->set_stream_handler(sid, tunnel);
 
-  auto tcp = net::TcpConn::create_for(node.loop(), d.upstream, 0, std::nullopt);
+  // In-pod: from inside the destination pod's netns, with the client's own
+  // address (IP_TRANSPARENT, delivery mark: replies route back to us).
+  SockAddr bound;
+  InPod* inpod = node.inpod() && node.netns_for(d.upstream.ip) >= 0 ? node.inpod() : nullptr;
+  auto tcp = inpod ? inpod->dial_delivery(info.peer.ip, d.upstream, &bound)
+                   : net::TcpConn::create_for(node.loop(), d.upstream, 0, std::nullopt);
   if (!tcp.ok()) {
     c->submit_response(sid, 503, false);
     tunnel->abort("upstream socket: " + tcp.error().message);
@@ -175,11 +182,14 @@ void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_str
     void on_read(net::TcpConn*, const char*, size_t) override {}
     void on_eof(net::TcpConn*) override {}
     void on_error(net::TcpConn*, int) override {}
+    InPod* inpod = nullptr;
+    SockAddr bound, upstream;
     void on_connect(net::TcpConn* t, int status) override {
       timer.stop();
       done(t, status == 0 ? "" : std::string("connect: ") + uv_strerror(status));
     }
     void done(net::TcpConn* t, const std::string& err) {
+      if (inpod) inpod->delivery_done(bound, upstream);
       bool alive = in->active_.count(tunnel) != 0;
       if (!alive) {
         t->close(true);
@@ -197,6 +207,9 @@ void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_str
     }
   };
   auto* cw = new Connect(tunnel, c, sid, &in_, node.loop());
+  cw->inpod = inpod;
+  cw->bound = bound;
+  cw->upstream = d.upstream;
   (*tcp)->set_handler(cw);
   int r = (*tcp)->connect(d.upstream);
   if (r != 0) {
@@ -217,10 +230,17 @@ Inbound::Inbound(Node& node) : node_(node) {}
 Inbound::~Inbound() { close_all(); }
 
 Result<void> Inbound::sync_listeners(const config::Snapshot& snap) {
-  std::set<SockAddr> want;
-  for (const auto* w : snap.local_workloads())
-    if (w->protocol == config::Protocol::kHbone)
-      for (auto& ip : w->ips) want.insert(SockAddr{ip, snap.listeners.hbone_port});
+  // Standalone: every local HBONE workload IP. In-pod: each enrolled pod's IP,
+  // the socket opened inside that pod's netns and handed to sk_lookup.
+  std::map<SockAddr, int> want;  // address → netns fd (-1: ours)
+  InPod* inpod = node_.inpod();
+  if (inpod) {
+    for (auto& [ip, fd] : inpod->hbone_targets()) want[SockAddr{ip, snap.listeners.hbone_port}] = fd;
+  } else {
+    for (const auto* w : snap.local_workloads())
+      if (w->protocol == config::Protocol::kHbone)
+        for (auto& ip : w->ips) want[SockAddr{ip, snap.listeners.hbone_port}] = -1;
+  }
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     if (!want.count(it->first)) {
       it->second->close();
@@ -230,15 +250,21 @@ Result<void> Inbound::sync_listeners(const config::Snapshot& snap) {
     }
   }
   std::string errors;
-  for (auto& a : want) {
+  for (auto& [a, fd] : want) {
     if (listeners_.count(a)) continue;
-    auto l = net::TcpListener::listen(node_.loop(), a, &Inbound::on_accept, this);
+    auto l = net::TcpListener::listen_in(node_.loop(), fd, a, &Inbound::on_accept, this);
+    if (l.ok() && inpod) {
+      if (auto r = inpod->capture().set_listener(a.ip, WARREN_SLOT_HBONE, (*l)->fd()); !r) {
+        (*l)->close();
+        l = r.error();
+      }
+    }
     if (!l.ok()) {
       errors += (errors.empty() ? "" : "; ") + l.error().message;
       continue;
     }
     listeners_[a] = *l;
-    spdlog::info("inbound: HBONE listening on {}", a.to_string());
+    spdlog::info("inbound: HBONE listening on {}{}", a.to_string(), fd >= 0 ? " (pod netns)" : "");
   }
   if (!errors.empty()) return make_error(Errc::kSystem, errors);
   return {};

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "inbound.h"
+#include "inpod.h"
 #include "pool.h"
 #include "socks_entry.h"
 #include "warren/http_server.h"
@@ -58,6 +59,10 @@ Result<void> Node::start() {
     if (w->protocol == config::Protocol::kHbone && !store_.get(w->identity))
       spdlog::warn("no certificate for local workload {}/{} ({}): its traffic will be refused",
                    w->namespace_, w->name, w->identity);
+  if (snap_->capture.mode == config::CaptureMode::kInPod) {
+    inpod_ = std::make_unique<InPod>(*this);
+    if (auto r = inpod_->start(*snap_); !r.ok()) return r.error();
+  }
   if (auto r = inbound_->sync_listeners(*snap_); !r.ok()) return r.error();
   auto socks = socks_->listen(snap_->listeners.socks5);
   if (!socks.ok()) return socks.error();
@@ -148,7 +153,14 @@ Result<void> Node::apply(config::SnapshotPtr snap) {
     server_ctx_.clear();
   }
   if (snap->trust_domain != snap_->trust_domain) server_ctx_.clear();
+  if (snap->capture.mode != snap_->capture.mode || snap->capture.pin_dir != snap_->capture.pin_dir ||
+      snap->capture.cgroup != snap_->capture.cgroup || snap->capture.cni_socket != snap_->capture.cni_socket) {
+    node_metrics_->config_reload(false)->inc();
+    spdlog::error("config rejected: /capture (mode, cgroup, bpfPinDir, cniSocket) changes need a restart");
+    return make_error(Errc::kInvalidArgument, "/capture: changes need a restart");
+  }
   snap_ = snap;
+  if (inpod_) inpod_->apply(*snap_);
   if (auto r = inbound_->sync_listeners(*snap_); !r.ok())
     spdlog::warn("some HBONE listeners could not open: {}", r.error().message);
   inbound_->recheck(*snap_);
@@ -213,6 +225,7 @@ void Node::setup_admin() {
                             c->not_after.time_since_epoch())
                             .count()}});
     }
+    if (inpod_) j["capture"] = inpod_->status();
     j["hbone"] = {{"poolConnections", pool_->connections()},
                   {"inboundConnections", inbound_->connections()},
                   {"listeners", inbound_->listeners()}};
@@ -253,12 +266,15 @@ void Node::setup_admin() {
   });
 }
 
+int Node::netns_for(const IpAddr& ip) const { return inpod_ ? inpod_->netns_for(ip) : -1; }
+
 void Node::stop() {
   if (stopped_) return;
   stopped_ = true;
   ready_ = false;
   spdlog::info("warren-node stopping");
   socks_->close();
+  if (inpod_) inpod_->stop();
   inbound_->close_all();
   pool_->close_all();
   pool_->stop_timer();

@@ -26,6 +26,10 @@ namespace warren::node {
 class Pool;
 class Inbound;
 class SocksEntry;
+class InPod;
+
+// SO_MARK of the proxy's own sockets in pod netns (never captured).
+inline constexpr uint32_t kMeshMark = 0x539;
 
 struct NodeOptions {
   std::string config_path;
@@ -61,6 +65,10 @@ class Node {
   void reload_certs();
   bool ready() const { return ready_; }
   uint64_t next_rr(const config::Service* svc) { return rr_[svc ? svc->hostname : ""]++; }
+  // In-pod capture (nullptr in standalone mode).
+  InPod* inpod() { return inpod_.get(); }
+  // The netns to open a pod's sockets in: the enrolled pod owning `ip`, or -1.
+  int netns_for(const IpAddr& ip) const;
 
  private:
   Result<void> apply(config::SnapshotPtr snap);
@@ -78,6 +86,7 @@ class Node {
   std::unique_ptr<Pool> pool_;
   std::unique_ptr<Inbound> inbound_;
   std::unique_ptr<SocksEntry> socks_;
+  std::unique_ptr<InPod> inpod_;
   std::unique_ptr<http::Server> admin_, metrics_srv_, ready_srv_;
   uv_fs_poll_t config_poll_;
   uv_signal_t sighup_, sigterm_, sigint_;

@@ -117,7 +117,7 @@ ConnCounters NodeMetrics::conn(const ConnLabels& l) {
       cluster_,
       "tcp",
       l.response_flags,
-      l.mtls ? "mutual_tls" : "unknown",
+      l.mtls ? "mutual_tls" : l.plaintext ? "none" : "unknown",
   };
   ConnCounters c;
   c.opened = opened_.with(v);

@@ -18,6 +18,7 @@ struct ConnLabels {
   std::string dst_principal;
   std::string response_flags = "-";
   bool mtls = true;
+  bool plaintext = false;  // known plaintext (inbound on 15006, fast path): "none"
 };
 
 struct ConnCounters {

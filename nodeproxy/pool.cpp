@@ -52,14 +52,18 @@ uint64_t Pool::open(const PoolKey& key, Headers headers, StreamHandler* handler,
     failed("no certificate for " + key.src_identity + ": " + ctx.error().message);
     return 0;
   }
-  auto tcp = net::TcpConn::create_for(node_.loop(), key.dst, 0, key.src_ip);
-  if (!tcp.ok()) {
+  net::DialOptions dial;
+  dial.bind_src = key.src_ip;
+  dial.netns_fd = node_.netns_for(key.src_ip);
+  if (dial.netns_fd >= 0) dial.mark = kMeshMark;  // from the pod's netns, never captured
+  auto tcp = net::TcpConn::create_for(node_.loop(), key.dst, dial);
+  if (!tcp.ok() && dial.netns_fd < 0) {
     // The source address may not be local (e.g. a test on a shared loopback): dial unbound.
     tcp = net::TcpConn::create_for(node_.loop(), key.dst, 0, std::nullopt);
-    if (!tcp.ok()) {
-      failed(tcp.error().message);
-      return 0;
-    }
+  }
+  if (!tcp.ok()) {
+    failed(tcp.error().message);
+    return 0;
   }
   auto conn = std::make_unique<H2Conn>(*tcp, *ctx, false, this);
   H2Conn* c = conn.get();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <random>
 
+#include "inpod.h"
 #include "node.h"
 #include "outbound_plan.h"
 #include "plain_relay.h"
@@ -48,6 +49,24 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
                  [this] { fail(0x01, "SOCKS5 handshake or connect timed out", "timeout", true); });
   }
 
+  // A connection captured on 15001: no SOCKS exchange; the application's
+  // bytes wait in its socket until the tunnel is open.
+  SocksSession(Node& node, net::TcpConn* tcp, const IpAddr& pod_ip, const SockAddr& orig,
+               uint64_t netns_cookie)
+      : node_(node), tcp_(tcp), timer_(node.loop()) {
+    captured_ = true;
+    src_ip_ = pod_ip;
+    cookie_ = netns_cookie;
+    peer_ = SockAddr{pod_ip, tcp->peer().port};
+    target_.addr = orig;
+    target_.port = orig.port;
+    tcp_->set_handler(this);
+    state_ = State::kConnecting;
+    timer_.start(node.options().connect_timeout_ms, 0,
+                 [this] { fail(0x01, "connect timed out", "timeout", true); });
+    plan();
+  }
+
   void on_read(net::TcpConn*, const char* data, size_t len) override {
     if (state_ != State::kHandshake) {
       // Pipelined payload while we connect: keep it (bounded), stop reading.
@@ -67,6 +86,11 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
     early_.assign(parser_.leftover_data());
     tcp_->stop_read();
     state_ = State::kConnecting;
+    src_ip_ = peer_.ip;
+    const auto& tg = parser_.target();
+    target_.addr = tg.addr;
+    target_.host = tg.host;
+    target_.port = tg.addr ? tg.addr->port : tg.port;
     plan();
   }
   void on_eof(net::TcpConn*) override { close(true); }
@@ -100,15 +124,11 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
   void plan() {
     auto snap = node_.snapshot();
     snap_ = snap;
-    OutboundTarget t;
-    const auto& tg = parser_.target();
-    t.addr = tg.addr;
-    t.host = tg.host;
-    t.port = tg.addr ? tg.addr->port : tg.port;
+    const OutboundTarget& t = target_;
     const config::Service* svc = nullptr;
     if (t.addr) svc = snap->service_by_vip(t.addr->ip);
     else svc = snap->service_by_hostname(t.host);
-    plan_ = plan_outbound(*snap, peer_.ip, t, node_.next_rr(svc));
+    plan_ = plan_outbound(*snap, src_ip_, t, node_.next_rr(svc));
     labels_.reporter = "source";
     labels_.src = plan_.src;
     labels_.src_principal = plan_.src ? plan_.src->identity : "";
@@ -153,9 +173,14 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
   void open_tunnel(H2Conn* c, int32_t sid) {
     timer_.stop();
     state_ = State::kDone;
-    std::string reply = socks5::make_reply(0x00, tcp_->local());
-    size_t reply_len = reply.size();
-    tcp_->write(std::move(reply));
+    size_t reply_len = 0;
+    if (!captured_) {
+      std::string reply = socks5::make_reply(0x00, tcp_->local());
+      reply_len = reply.size();
+      tcp_->write(std::move(reply));
+    } else {
+      maybe_fast_path();
+    }
     auto cc = node_.metrics().conn(labels_);
     cc.opened->inc();
     node_.metrics().active_tunnels->inc();
@@ -193,8 +218,21 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
     delete this;
   }
 
+  // Same-node destination allowed by its own node's policy (this node): later
+  // connects for {this pod, this destination} skip the proxy (DESIGN.md §5 b).
+  void maybe_fast_path() {
+    InPod* ip = node_.inpod();
+    if (!ip || !target_.addr || !plan_.dst) return;
+    if (!plan_.dst->node.empty() && plan_.dst->node != node_.snapshot()->node_name) return;
+    if (target_.addr->ip != plan_.authority.ip) return;  // a VIP: not routable without us
+    ip->allow_direct(cookie_, src_ip_, *target_.addr);
+  }
+
   void passthrough() {
-    auto up = net::TcpConn::create_for(node_.loop(), plan_.connect_to, 0, std::nullopt);
+    net::DialOptions dial;
+    dial.netns_fd = captured_ ? node_.netns_for(src_ip_) : -1;
+    if (dial.netns_fd >= 0) dial.mark = kMeshMark;
+    auto up = net::TcpConn::create_for(node_.loop(), plan_.connect_to, dial);
     if (!up.ok()) return fail(0x01, up.error().message, "CONNECT", false);
     upstream_ = *up;
     watch_.s = this;
@@ -216,7 +254,7 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
     }
     timer_.stop();
     state_ = State::kDone;
-    tcp_->write(socks5::make_reply(0x00, tcp_->local()));
+    if (!captured_) tcp_->write(socks5::make_reply(0x00, tcp_->local()));
     if (!early_.empty()) upstream_->write(std::move(early_));
     auto cc = node_.metrics().conn(labels_);
     cc.opened->inc();
@@ -245,6 +283,7 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
                               {"src", peer_.to_string()},
                               {"error", why},
                               {"response_flags", flag}});
+    if (captured_) return close(true);  // the application sees a reset, never a bypass
     if (tcp_ && state_ != State::kHandshake) tcp_->write(socks5::make_reply(rep, SockAddr{}));
     close(!timeout && state_ == State::kHandshake);
   }
@@ -278,6 +317,10 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
   State state_ = State::kHandshake;
   config::SnapshotPtr snap_;
   OutboundPlan plan_;
+  OutboundTarget target_;
+  IpAddr src_ip_;
+  bool captured_ = false;
+  uint64_t cookie_ = 0;
   ConnLabels labels_;
   std::string early_;
   uint64_t ticket_ = 0;
@@ -293,6 +336,11 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
 };
 
 }  // namespace
+
+void start_captured_outbound(Node& node, net::TcpConn* tcp, const IpAddr& pod_ip,
+                             const SockAddr& orig_dst, uint64_t netns_cookie) {
+  new SocksSession(node, tcp, pod_ip, orig_dst, netns_cookie);
+}
 
 SocksEntry::SocksEntry(Node& node) : node_(node) {}
 SocksEntry::~SocksEntry() { close(); }

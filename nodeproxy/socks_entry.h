@@ -11,6 +11,12 @@ namespace warren::node {
 
 class Node;
 
+// A connection the eBPF capture redirected to 15001 in a pod's netns: planned
+// and tunnelled like a SOCKS5 request, with the pod as source and the
+// original destination as target; failures reset the application's socket.
+void start_captured_outbound(Node& node, net::TcpConn* tcp, const IpAddr& pod_ip,
+                             const SockAddr& orig_dst, uint64_t netns_cookie);
+
 class SocksEntry {
  public:
   explicit SocksEntry(Node& node);

@@ -1,5 +1,7 @@
 #include "warren/tcp.h"
 
+#include "warren/netns.h"
+
 #include "warren/buffer_pool.h"
 
 #include <netinet/in.h>
@@ -30,31 +32,45 @@ TcpConn* TcpConn::create(uv_loop_t* loop) { return new TcpConn(loop); }
 
 Result<TcpConn*> TcpConn::create_for(uv_loop_t* loop, const SockAddr& dst, uint32_t mark,
                                      const std::optional<IpAddr>& bind_src) {
-  auto* c = new TcpConn(loop);
-  // Replace the lazily-created socket with one of the right family.
-  int fd = ::socket(dst.ip.is_v4() ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    c->close();
-    return Error::sys("socket");
+  DialOptions o;
+  o.mark = mark;
+  o.bind_src = bind_src;
+  return create_for(loop, dst, o);
+}
+
+Result<TcpConn*> TcpConn::create_for(uv_loop_t* loop, const SockAddr& dst, const DialOptions& o) {
+  int family = dst.ip.is_v4() ? AF_INET : AF_INET6;
+  int fd = -1;
+  if (o.netns_fd >= 0) {
+    auto s = netns::socket_in(o.netns_fd, family, SOCK_STREAM);
+    if (!s) return s.error();
+    fd = *s;
+  } else {
+    fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Error::sys("socket");
   }
-  if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
-    int e = errno;
+  auto fail = [fd](const std::string& what) {
+    auto e = Error::sys(what);
     ::close(fd);
-    c->close();
-    return Error::sys("setsockopt(SO_MARK)", e);
-  }
-  if (bind_src) {
+    return e;
+  };
+  if (o.mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &o.mark, sizeof o.mark) != 0)
+    return fail("setsockopt(SO_MARK)");
+  if (o.transparent) {
     int one = 1;
-    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    sockaddr_storage ss;
-    socklen_t len = SockAddr{*bind_src, 0}.to_sockaddr(&ss);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-      int e = errno;
-      ::close(fd);
-      c->close();
-      return Error::sys("bind " + bind_src->to_string(), e);
-    }
+    if (setsockopt(fd, family == AF_INET ? SOL_IP : SOL_IPV6,
+                   family == AF_INET ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof one) != 0)
+      return fail("setsockopt(IP_TRANSPARENT)");
   }
+  if (o.bind_src) {
+    int one = 1;
+    if (!o.transparent) setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    sockaddr_storage ss;
+    socklen_t len = SockAddr{*o.bind_src, 0}.to_sockaddr(&ss);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)
+      return fail("bind " + o.bind_src->to_string());
+  }
+  auto* c = new TcpConn(loop);
   int r = uv_tcp_open(&c->tcp_, fd);
   if (r != 0) {
     ::close(fd);
@@ -228,6 +244,46 @@ Result<TcpListener*> TcpListener::listen(uv_loop_t* loop, const SockAddr& addr, 
                       "listen on " + addr.to_string() + ": " + std::string(uv_strerror(r)));
   }
   return l;
+}
+
+Result<TcpListener*> TcpListener::listen_in(uv_loop_t* loop, int netns_fd, const SockAddr& addr,
+                                            AcceptFn fn, void* ctx, int backlog) {
+  if (netns_fd < 0) return listen(loop, addr, fn, ctx, backlog);
+  auto s = netns::socket_in(netns_fd, addr.ip.is_v4() ? AF_INET : AF_INET6, SOCK_STREAM);
+  if (!s) return s.error();
+  int fd = *s, one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss;
+  socklen_t len = addr.to_sockaddr(&ss);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    auto e = Error::sys("listen on " + addr.to_string() + " (pod netns): bind");
+    ::close(fd);
+    return e;
+  }
+  auto* l = new TcpListener;
+  uv_tcp_init(loop, &l->tcp_);
+  l->tcp_.data = l;
+  l->fn_ = fn;
+  l->ctx_ = ctx;
+  int r = uv_tcp_open(&l->tcp_, fd);
+  if (r != 0) ::close(fd);
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp_), backlog, [](uv_stream_t* s, int st) {
+      auto* self = static_cast<TcpListener*>(s->data);
+      if (st == 0) self->fn_(self->ctx_, s);
+    });
+  if (r != 0) {
+    l->close();
+    return make_error(Errc::kSystem,
+                      "listen on " + addr.to_string() + " (pod netns): " + std::string(uv_strerror(r)));
+  }
+  return l;
+}
+
+int TcpListener::fd() const {
+  uv_os_fd_t fd = -1;
+  uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd);
+  return fd;
 }
 
 void TcpListener::close() {

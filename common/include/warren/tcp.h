@@ -13,6 +13,15 @@
 
 namespace warren::net {
 
+// How an outgoing socket is made (in-pod mode: inside the pod's netns, with
+// the mesh mark, or transparent from the original client's address).
+struct DialOptions {
+  uint32_t mark = 0;
+  std::optional<IpAddr> bind_src;  // source address, port chosen by the kernel
+  bool transparent = false;        // IP_TRANSPARENT: bind_src need not be local
+  int netns_fd = -1;               // create the socket in this netns
+};
+
 class TcpConn {
  public:
   class Handler {
@@ -36,6 +45,7 @@ class TcpConn {
   // Creates a socket of the right family first so options can be set before connect.
   static Result<TcpConn*> create_for(uv_loop_t* loop, const SockAddr& dst, uint32_t mark,
                                      const std::optional<IpAddr>& bind_src);
+  static Result<TcpConn*> create_for(uv_loop_t* loop, const SockAddr& dst, const DialOptions& o);
 
   int accept_from(uv_stream_t* server);
   int connect(const SockAddr& dst);
@@ -88,8 +98,12 @@ class TcpListener {
   using AcceptFn = void (*)(void* ctx, uv_stream_t* server);
   static Result<TcpListener*> listen(uv_loop_t* loop, const SockAddr& addr, AcceptFn fn,
                                      void* ctx, int backlog = 1024);
+  // Same, with the socket created inside a network namespace (-1: current).
+  static Result<TcpListener*> listen_in(uv_loop_t* loop, int netns_fd, const SockAddr& addr,
+                                        AcceptFn fn, void* ctx, int backlog = 1024);
   void close();
   SockAddr local() const;
+  int fd() const;
 
  private:
   TcpListener() = default;
