@@ -393,6 +393,8 @@ void Capture::remove_delivery(const SockAddr& local, const SockAddr& remote) {
   bpf_map_delete_elem(bpf_map__fd(skel_->maps.deliveries), &k);
 }
 
+int Capture::sk_lookup_prog_fd() const { return bpf_program__fd(skel_->progs.warren_sk_lookup); }
+
 std::vector<uint64_t> Capture::stats() const {
   int ncpu = libbpf_num_possible_cpus();
   std::vector<uint64_t> out(WARREN_STAT_MAX, 0);

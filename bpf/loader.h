@@ -90,6 +90,8 @@ class Capture {
   std::vector<uint64_t> stats() const;
 
   const CaptureOptions& options() const { return opts_; }
+  // For BPF_PROG_TEST_RUN in tests.
+  int sk_lookup_prog_fd() const;
 
  private:
   explicit Capture(CaptureOptions opts) : opts_(std::move(opts)) {}
