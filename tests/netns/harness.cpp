@@ -129,7 +129,7 @@ void Cluster::build(const Topology& t) {
     std::string cand = t.tag.empty() ? random_tag() : t.tag;
     auto used = list_tags();
     bool taken = std::find(used.begin(), used.end(), cand) != used.end();
-    if (!taken && claim_tag(cand))
+    if (!taken && claim_tag(cand, dir()))
       tag_ = cand;
     else if (!t.tag.empty())
       throw std::runtime_error("tag in use: " + t.tag);

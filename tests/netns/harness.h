@@ -144,8 +144,9 @@ class Cluster {
 std::vector<std::string> list_tags();
 // True while the process recorded in the tag's owner file runs.
 bool owner_alive(const std::string& tag);
-// Reserves a tag for this process (owner file, O_EXCL); false if taken.
-bool claim_tag(const std::string& tag);
+// Reserves a tag for this process (owner file: pid, start time and the
+// cluster's temp dir, which a stale sweep removes); false if taken.
+bool claim_tag(const std::string& tag, const std::string& dir = "");
 // Kills every process of the tag, deletes its netns, cgroups and owner file.
 // Returns a description of what was left behind (empty: clean).
 std::string teardown_tag(const std::string& tag);

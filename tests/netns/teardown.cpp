@@ -120,7 +120,7 @@ bool owner_alive(const std::string& tag) {
   return ::kill(pid, 0) == 0 && start_time(pid) == start;
 }
 
-bool claim_tag(const std::string& tag) {
+bool claim_tag(const std::string& tag, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(kStateDir, ec);
   // Written aside and linked into place, so a concurrent sweep never reads a
@@ -128,7 +128,7 @@ bool claim_tag(const std::string& tag) {
   std::string tmp = owner_file(tag) + "." + std::to_string(getpid()) + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    f << getpid() << " " << start_time(getpid()) << "\n";
+    f << getpid() << " " << start_time(getpid()) << " " << dir << "\n";
     if (!f.flush()) return false;
   }
   bool ok = ::link(tmp.c_str(), owner_file(tag).c_str()) == 0;
@@ -179,7 +179,15 @@ std::string teardown_tag(const std::string& tag) {
       if (!gone) left += "cgroup " + d + ": " + std::strerror(errno) + "\n";
     }
   }
+  // The temp dir of a crashed owner (a live owner's TempDir removes its own).
+  std::istringstream owner(e2e::read_file(owner_file(tag)));
+  std::string pid, start, dir;
+  owner >> pid >> start >> dir;
+  const char* keep = std::getenv("WARREN_E2E_KEEP");
   std::error_code ec;
+  if (!dir.empty() && !(keep && *keep == '1') &&
+      dir.rfind((fs::temp_directory_path() / "warren-e2e-").string(), 0) == 0)
+    fs::remove_all(dir, ec);
   fs::remove(owner_file(tag), ec);
   return left;
 }
