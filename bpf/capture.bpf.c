@@ -144,7 +144,10 @@ int warren_connect4(struct bpf_sock_addr* ctx) {
   if (ctx->protocol != IPPROTO_TCP || ctx->type != SOCK_STREAM) return 1;
   __u64 cookie = bpf_get_netns_cookie(ctx);
   struct warren_pod* pod = bpf_map_lookup_elem(&enrolled_netns, &cookie);
-  if (!pod) return 1;
+  if (!pod) {
+    count(WARREN_STAT_CONNECT_NOT_ENROLLED);
+    return 1;
+  }
   struct bpf_sock* sk = ctx->sk;
   if (!sk) return 1;
   if (sk->mark == WARREN_MESH_MARK) {
@@ -292,7 +295,8 @@ int warren_sockops(struct bpf_sock_ops* skops) {
       struct warren_flow_key k = {};
       flow_key_from_ops(skops, &k);
       struct warren_flow f = {.netns_cookie = st->netns_cookie,
-                              .opened_ns = bpf_ktime_get_ns()};
+                              .opened_ns = bpf_ktime_get_ns(),
+                              .sock_cookie = bpf_get_socket_cookie(skops)};
       bpf_map_update_elem(&direct_flows, &k, &f, BPF_ANY);
       bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
       return 1;
@@ -308,8 +312,16 @@ int warren_sockops(struct bpf_sock_ops* skops) {
     flow_key_from_ops(skops, &k);
     struct warren_flow* f = bpf_map_lookup_elem(&direct_flows, &k);
     if (!f) return 1;
-    f->bytes_sent = skops->bytes_acked;
-    f->bytes_received = skops->bytes_received;
+    // The kernel's counters include the SYN (sent) and each FIN: a graceful
+    // close (coming from a FIN state) has our FIN acked and the peer's FIN
+    // received; a reset has neither.
+    __u32 old = skops->args[0];
+    int graceful = old == 4 /* FIN_WAIT1 */ || old == 5 /* FIN_WAIT2 */ ||
+                   old == 6 /* TIME_WAIT */ || old == 9 /* LAST_ACK */ || old == 11 /* CLOSING */;
+    __u64 acked = skops->bytes_acked, rcvd = skops->bytes_received;
+    __u64 sent_extra = graceful ? 2 : 1, rcvd_extra = graceful ? 1 : 0;
+    f->bytes_sent = acked > sent_extra ? acked - sent_extra : 0;
+    f->bytes_received = rcvd > rcvd_extra ? rcvd - rcvd_extra : 0;
     f->closed = 1;
     count(WARREN_STAT_FLOW_CLOSED);
   }

@@ -205,7 +205,9 @@ Result<void> Capture::enroll(const PodEntry& pod) {
   if (pod.ip6) std::memcpy(v.ip6, pod.ip6->bytes().data(), 16);
   v.flags = pod.fast_path ? WARREN_POD_FAST_PATH : 0;
   v.pod_id = pod.pod_id;
-  // Exclusions first, so no connect is captured that should not be.
+  // Exclusions first, so no connect is captured that should not be; a
+  // re-enroll replaces the previous set.
+  remove_exclusions(pod.netns_cookie);
   int ex = bpf_map__fd(skel_->maps.excluded_ports);
   struct {
     __u64 cookie;
@@ -224,6 +226,11 @@ Result<void> Capture::enroll(const PodEntry& pod) {
 
 Result<void> Capture::unenroll(uint64_t cookie) {
   bpf_map_delete_elem(bpf_map__fd(skel_->maps.enrolled_netns), &cookie);
+  remove_exclusions(cookie);
+  return {};
+}
+
+void Capture::remove_exclusions(uint64_t cookie) {
   int ex = bpf_map__fd(skel_->maps.excluded_ports);
   struct K {
     __u64 cookie;
@@ -238,7 +245,6 @@ Result<void> Capture::unenroll(uint64_t cookie) {
     prev = &cur;
   }
   for (auto& k : del) bpf_map_delete_elem(ex, &k);
-  return {};
 }
 
 std::vector<uint64_t> Capture::enrolled() const {
@@ -352,6 +358,7 @@ std::vector<DirectFlow> Capture::direct_flows() const {
       d.client = SockAddr{words_to_addr(next.saddr, next.family), next.sport};
       d.server = SockAddr{words_to_addr(next.daddr, next.family), next.dport};
       d.netns_cookie = f.netns_cookie;
+      d.sock_cookie = f.sock_cookie;
       d.bytes_sent = f.bytes_sent;
       d.bytes_received = f.bytes_received;
       d.closed = f.closed != 0;

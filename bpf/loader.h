@@ -41,6 +41,7 @@ struct PodEntry {
 struct DirectFlow {
   SockAddr client, server;
   uint64_t netns_cookie = 0;
+  uint64_t sock_cookie = 0;  // the client socket's SO_COOKIE
   uint64_t bytes_sent = 0, bytes_received = 0;
   bool closed = false;
 };
@@ -97,6 +98,7 @@ class Capture {
   explicit Capture(CaptureOptions opts) : opts_(std::move(opts)) {}
   Result<void> load();
   Result<void> attach_cgroup_links();
+  void remove_exclusions(uint64_t netns_cookie);
 
   CaptureOptions opts_;
   ::capture* skel_ = nullptr;

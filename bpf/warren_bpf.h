@@ -73,6 +73,7 @@ struct warren_flow {
   __u64 bytes_sent;     // client → server, updated at close
   __u64 bytes_received; // server → client, updated at close
   __u64 opened_ns;
+  __u64 sock_cookie;    // the client socket (SOCK_DESTROY targets exactly it)
   __u32 closed;
   __u32 pad;
 };

@@ -122,11 +122,10 @@ void InPod::recheck_direct_flows(const config::Snapshot& snap) {
     if (allow) continue;
     spdlog::info("capture: ending direct flow {} -> {}: {}", f.client.to_string(),
                  f.server.to_string(), why);
+    // The client's socket, by cookie; its reset ends the server's side.
     if (src)
-      if (auto r = destroy_socket(src->ns.get(), f.client, f.server); !r)
+      if (auto r = destroy_socket(src->ns.get(), f.client, f.server, f.sock_cookie); !r)
         spdlog::warn("capture: {}", r.error().message);
-    if (auto it = by_ip_.find(f.server.ip); it != by_ip_.end())
-      (void)destroy_socket(it->second->ns.get(), f.server, f.client);
     node_.metrics().rejected("outbound", "policy")->inc();
   }
 }

@@ -5,6 +5,7 @@
 
 #include <csignal>
 
+#include "loader.h"
 #include "node.h"
 #include "warren/log.h"
 
@@ -18,7 +19,13 @@ int main(int argc, char** argv) {
       "keeps serving.\n\n"
       "Ports: 15080 SOCKS5 entry, 15008 HBONE (on each local workload IP), 15000 admin\n"
       "(/config_dump, /healthz/ready, /logging?level=, /quitquitquit), 15020 /metrics,\n"
-      "15021 /healthz/ready. Addresses come from the config's \"listeners\"."};
+      "15021 /healthz/ready. Addresses come from the config's \"listeners\".\n\n"
+      "In-pod mode (\"capture\": {\"mode\": \"inpod\"}) loads eBPF programs that redirect the\n"
+      "traffic of enrolled pods (namespace label warren.io/dataplane-mode=enabled) to\n"
+      "listeners warren-node opens inside each pod's netns (15001 outbound, 15006 plaintext\n"
+      "inbound, 15008 HBONE). Programs and maps stay pinned under /sys/fs/bpf/warren/<node>\n"
+      "across restarts (connections fail closed while warren-node is down);\n"
+      "--uninstall removes them."};
   warren::node::NodeOptions opts;
   std::string level = "info";
   app.add_option("-c,--config", opts.config_path, "Node configuration file (JSON or YAML)")
@@ -32,9 +39,27 @@ int main(int argc, char** argv) {
   app.add_option("--connect-timeout-ms", opts.connect_timeout_ms,
                  "Timeout for upstream TCP connects and HBONE dials")
       ->capture_default_str();
+  bool uninstall = false;
+  app.add_flag("--uninstall", uninstall,
+               "Detach the eBPF capture of this node (pins under the config's capture.bpfPinDir) "
+               "and exit; pods' traffic then flows without the mesh");
   CLI11_PARSE(app, argc, argv);
 
   warren::log::init(level);
+  if (uninstall) {
+    auto snap = warren::config::load_file(opts.config_path);
+    if (!snap) {
+      spdlog::error("{}", snap.error().message);
+      return 1;
+    }
+    const auto& pin = (*snap)->capture.pin_dir;
+    if (auto r = warren::bpf::Capture::uninstall(pin); !r) {
+      spdlog::error("uninstall {}: {}", pin, r.error().message);
+      return 1;
+    }
+    spdlog::info("eBPF capture under {} removed", pin);
+    return 0;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
   warren::node::Node node(loop, opts);

@@ -143,7 +143,9 @@ void unprepare_pod_netns(int netns_fd) {
   });
 }
 
-Result<void> destroy_socket(int netns_fd, const SockAddr& local, const SockAddr& remote) {
+Result<void> destroy_socket(int netns_fd, const SockAddr& local, const SockAddr& remote,
+                            uint64_t sock_cookie) {
+  if (sock_cookie == 0) return make_error(Errc::kInvalidArgument, "no socket cookie");
   NlMsg m;
   m.start(SOCK_DESTROY, 0, sizeof(inet_diag_req_v2));
   auto* req = m.body<inet_diag_req_v2>();
@@ -155,8 +157,8 @@ Result<void> destroy_socket(int netns_fd, const SockAddr& local, const SockAddr&
   req->id.idiag_dport = htons(remote.port);
   std::memcpy(req->id.idiag_src, local.ip.bytes().data(), v4 ? 4 : 16);
   std::memcpy(req->id.idiag_dst, remote.ip.bytes().data(), v4 ? 4 : 16);
-  req->id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-  req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  req->id.idiag_cookie[0] = static_cast<uint32_t>(sock_cookie);
+  req->id.idiag_cookie[1] = static_cast<uint32_t>(sock_cookie >> 32);
   int err = 0;
   auto r = netns::run_in(netns_fd, [&] { err = transact(NETLINK_SOCK_DIAG, m); });
   if (!r) return r.error();

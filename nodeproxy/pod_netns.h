@@ -19,7 +19,10 @@ inline constexpr uint32_t kDeliverRulePriority = 32000;
 Result<void> prepare_pod_netns(int netns_fd);
 // Removes what prepare_pod_netns added (best effort).
 void unprepare_pod_netns(int netns_fd);
-// Ends the TCP socket with this 4-tuple (as seen from inside the netns).
-Result<void> destroy_socket(int netns_fd, const SockAddr& local, const SockAddr& remote);
+// Ends the TCP socket with this 4-tuple (as seen from inside the netns) and
+// this socket cookie: the cookie keeps the kernel's lookup from falling back
+// to a listener (sock_diag looks listeners up too, through sk_lookup).
+Result<void> destroy_socket(int netns_fd, const SockAddr& local, const SockAddr& remote,
+                            uint64_t sock_cookie);
 
 }  // namespace warren::node

@@ -106,7 +106,16 @@ CmdResult run(const std::vector<std::string>& argv_in, const std::string& input)
   close(in[0]);
   close(out[1]);
   std::thread writer([&] {
-    send_all(in[1], input.data(), input.size());
+    // A pipe, not a socket: write(), not send().
+    const char* p = input.data();
+    size_t left = input.size();
+    while (left > 0) {
+      ssize_t n = ::write(in[1], p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
     close(in[1]);
   });
   CmdResult r;

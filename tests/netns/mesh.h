@@ -1,0 +1,94 @@
+// The mesh on top of a netns Cluster: a dev CA and certificates, one
+// warren-node per node in in-pod mode (its own cgroup, BPF pins and CNI
+// socket), pods enrolled through warren-cni as a container runtime would, and
+// helpers to read a node's admin/metrics endpoints from inside its netns.
+// Everything is undone in the destructor: nodes stopped, BPF pins removed.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace warren::netns {
+
+struct MeshOptions {
+  bool fast_path = false;
+  // Namespaces labelled warren.io/dataplane-mode=enabled.
+  std::vector<std::string> enrolled_namespaces = {"default"};
+  // Pods (by name) labelled warren.io/dataplane-mode=none.
+  std::vector<std::string> opted_out;
+  // Services: name → {vip, port, target port, endpoint pod names}.
+  struct Service {
+    std::string name, vip;
+    uint16_t port = 80, target_port = 8080;
+    std::vector<std::string> endpoints;
+  };
+  std::vector<Service> services;
+  nlohmann::json policies = nlohmann::json::array();
+  nlohmann::json peer_authentications = nlohmann::json::array();
+  bool start_nodes = true;
+  bool enroll_pods = true;  // CNI ADD for every pod once the nodes are up
+};
+
+class Mesh {
+ public:
+  Mesh(Cluster& c, MeshOptions o);
+  ~Mesh();
+  Mesh(const Mesh&) = delete;
+  Mesh& operator=(const Mesh&) = delete;
+
+  Cluster& cluster() { return c_; }
+  // The node config as written (tests may edit it and write it back).
+  nlohmann::json config(int node) const;
+  // Writes a node's config atomically; the node re-reads it within ~0.5 s.
+  void write_config(int node, const nlohmann::json& cfg);
+  // Applies fn to every node's config and writes them.
+  void update_configs(const std::function<void(nlohmann::json&)>& fn);
+  // Waits until every node reports the config version after the update.
+  bool wait_config_applied(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  void start_node(int node);
+  void stop_node(int node);  // SIGTERM, wait
+  void kill_node(int node);  // SIGKILL
+  bool node_alive(int node);
+  std::string node_log(int node) const;
+  std::string pin_dir(int node) const;
+
+  // warren-cni as the runtime would call it; returns the plugin's exit code.
+  int cni(const std::string& command, const PodInfo& p, std::string* out = nullptr);
+  // Polls /config_dump until the pod's enrolled flag matches.
+  bool wait_enrolled(const PodInfo& p, bool enrolled = true,
+                     std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  nlohmann::json config_dump(int node);
+  std::string metrics(int node);
+  // A BPF stat ("connect_captured", ...) of the node's capture programs.
+  uint64_t bpf_stat(int node, const std::string& name);
+  // Sum of a metric's samples whose labels contain every `match` pair.
+  double metric(int node, const std::string& name,
+                const std::map<std::string, std::string>& match = {});
+
+ private:
+  nlohmann::json make_config(int node) const;
+  std::string config_path(int node) const;
+  Cluster& c_;
+  MeshOptions o_;
+  std::string ca_dir_, certs_dir_;
+  std::map<int, std::unique_ptr<e2e::Process>> nodes_;
+  std::map<int, uint64_t> versions_;
+};
+
+// HTTP/1.1 GET from inside a netns (a thread that setns()es); "" on error.
+std::string http_get_in(const std::string& netns_path, const std::string& host, uint16_t port,
+                        const std::string& path);
+
+// podtool's one-line JSON output (the last line that parses).
+nlohmann::json podtool_json(const std::string& output);
+
+}  // namespace warren::netns
