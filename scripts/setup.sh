@@ -9,7 +9,7 @@ PKGS=(
   libspdlog-dev libfmt-dev libcli11-dev libhttp-parser-dev libre2-dev
   catch2 libbenchmark-dev
   libbpf-dev linux-libc-dev bpftool
-  python3 curl openssl iproute2 procps psmisc
+  python3 curl openssl iproute2 procps psmisc util-linux tcpdump iputils-ping
   prometheus nghttp2-client
 )
 

@@ -259,3 +259,33 @@ TEST_CASE("capture: pods enroll and unenroll at run time without a restart") {
   CHECK(longc->exit_code() == 0);
   CHECK(longc->pid() == lpid);
 }
+
+TEST_CASE("capture: UDP and DNS-style UDP and ICMP and IPv6 loopback are unaffected") {
+  auto c = Cluster::create(topo(2, 1));
+  auto udp = c->spawn_in_pod(c->pod(2, 1), {podtool_path(), "udp-echo-serve", "--port", "53"}, "udp.log");
+  REQUIRE(wait_until([&] { return udp->log().find("listening") != std::string::npos; }, 5s));
+  Mesh mesh(*c, {});
+  const auto& client = c->pod(1, 1);
+  REQUIRE(mesh.wait_enrolled(client));
+  REQUIRE(mesh.wait_enrolled(c->pod(2, 1)));
+  uint64_t cap0 = mesh.bpf_stat(1, "connect_captured");
+  uint64_t local0 = mesh.bpf_stat(1, "connect_skip_local");
+
+  auto u = c->exec_in_pod(client, {podtool_path(), "udp-echo", "--to", c->pod(2, 1).ip + ":53", "--count", "5"});
+  INFO(u.output);
+  CHECK(u.exit_code == 0);
+  auto ping = c->exec_in_pod(client, {"ping", "-c", "1", "-W", "2", c->pod(2, 1).ip});
+  INFO(ping.output);
+  CHECK(ping.exit_code == 0);
+  // IPv6 over loopback inside the enrolled pod: a TCP connect the programs see and leave alone.
+  auto v6 = c->exec_in_pod(client, {"python3", "-c",
+                                    "import socket\n"
+                                    "s=socket.socket(socket.AF_INET6);s.bind(('::1',7000));s.listen()\n"
+                                    "c=socket.create_connection(('::1',7000),timeout=3)\n"
+                                    "a,_=s.accept();c.sendall(b'v6');print(a.recv(2).decode())"});
+  INFO(v6.output);
+  CHECK(v6.exit_code == 0);
+  CHECK(v6.output.find("v6") != std::string::npos);
+  CHECK(mesh.bpf_stat(1, "connect_captured") == cap0);
+  CHECK(mesh.bpf_stat(1, "connect_skip_local") == local0 + 1);
+}
