@@ -289,3 +289,25 @@ TEST_CASE("capture: UDP and DNS-style UDP and ICMP and IPv6 loopback are unaffec
   CHECK(mesh.bpf_stat(1, "connect_captured") == cap0);
   CHECK(mesh.bpf_stat(1, "connect_skip_local") == local0 + 1);
 }
+
+TEST_CASE("cni: CHECK knows an enrolled pod and DEL unenrolls it and is idempotent") {
+  auto c = Cluster::create(topo(1, 2));
+  auto echo = serve(*c, c->pod(1, 2), {"--port", "8080", "--echo"}, "echo.log");
+  Mesh mesh(*c, {});
+  const auto& p = c->pod(1, 1);
+  REQUIRE(mesh.wait_enrolled(p));
+  std::string out;
+  CHECK(mesh.cni("CHECK", p, &out) == 0);
+  CHECK(mesh.cni("DEL", p, &out) == 0);
+  REQUIRE(mesh.wait_enrolled(p, false));
+  auto cap0 = mesh.bpf_stat(1, "connect_captured");
+  REQUIRE(connect(*c, p, c->pod(1, 2).ip + ":8080").is_object());
+  CHECK(mesh.bpf_stat(1, "connect_captured") == cap0);  // its traffic is no longer captured
+  CHECK(mesh.cni("CHECK", p, &out) != 0);
+  INFO(out);
+  CHECK(mesh.cni("DEL", p, &out) == 0);  // again: still fine
+  CHECK(mesh.cni("ADD", p, &out) == 0);
+  CHECK(mesh.wait_enrolled(p));
+  REQUIRE(connect(*c, p, c->pod(1, 2).ip + ":8080").is_object());
+  CHECK(mesh.bpf_stat(1, "connect_captured") == cap0 + 1);
+}

@@ -314,3 +314,52 @@ TEST_CASE("config: the valid fuzz seeds are valid, the invalid one reports every
   REQUIRE_FALSE(bad.ok());
   CHECK(std::count(bad.error().message.begin(), bad.error().message.end(), '\n') >= 15);
 }
+
+TEST_CASE("config: capture and namespaces and enrollment") {
+  auto doc = base();
+  auto s0 = config::parse(doc);
+  REQUIRE(s0.ok());
+  CHECK((*s0)->capture.mode == config::CaptureMode::kNone);
+  CHECK((*s0)->capture.pin_dir == "/sys/fs/bpf/warren/node-a");  // default from the node name
+
+  doc["capture"] = {{"mode", "inpod"}, {"cgroup", "/sys/fs/cgroup/unified/k"}, {"fastPath", false},
+                    {"cniSocket", "/run/w/cni.sock"}};
+  doc["namespaces"] = json::array({{{"name", "default"}, {"labels", {{"warren.io/dataplane-mode", "enabled"}}}},
+                                   {{"name", "client"}}});
+  doc["workloads"][0]["annotations"] = {{"warren.io/exclude-outbound-ports", "5432, 6379"}};
+  doc["workloads"].push_back({{"uid", "w3"}, {"name", "opt-out"}, {"namespace", "default"},
+                              {"ips", {"127.0.10.3"}}, {"labels", {{"warren.io/dataplane-mode", "none"}}}});
+  doc["workloads"].push_back({{"uid", "w4"}, {"name", "opt-in"}, {"namespace", "client"},
+                              {"ips", {"127.0.20.4"}}, {"labels", {{"warren.io/dataplane-mode", "enabled"}}}});
+  auto s = config::parse(doc);
+  REQUIRE(s.ok());
+  const auto& snap = **s;
+  CHECK(snap.capture.mode == config::CaptureMode::kInPod);
+  CHECK_FALSE(snap.capture.fast_path);
+  CHECK(snap.capture.cni_socket == "/run/w/cni.sock");
+  CHECK(snap.workload_by_uid("w1")->excluded_outbound_ports == std::vector<uint16_t>{5432, 6379});
+  CHECK(snap.enrolled(*snap.workload_by_uid("w1")));   // namespace label
+  CHECK_FALSE(snap.enrolled(*snap.workload_by_uid("w2")));  // namespace not labelled (and NONE)
+  CHECK_FALSE(snap.enrolled(*snap.workload_by_uid("w3")));  // pod opted out
+  CHECK(snap.enrolled(*snap.workload_by_uid("w4")));   // pod label alone
+  auto back = config::parse(config::to_json(snap));
+  REQUIRE(back.ok());
+  CHECK((*back)->namespaces.size() == 2);
+  CHECK((*back)->workload_by_uid("w1")->excluded_outbound_ports.size() == 2);
+
+  auto bad = base();
+  bad["capture"] = {{"mode", "ebpf"}, {"cgroup", "relative/dir"}, {"fastPath", "yes"}};
+  bad["namespaces"] = json::array({{{"name", "Bad_NS"}}});
+  bad["workloads"][0]["annotations"] = {{"warren.io/exclude-outbound-ports", "80,http"}};
+  auto errs = errors_of(bad);
+  auto has = [&](const std::string& s) {
+    for (auto& e : errs)
+      if (e.find(s) != std::string::npos) return true;
+    return false;
+  };
+  CHECK(has("/capture/mode: \"ebpf\" is not one of none, inpod"));
+  CHECK(has("/capture/cgroup: \"relative/dir\" must be an absolute path"));
+  CHECK(has("/capture/fastPath: must be true or false"));
+  CHECK(has("/namespaces/0/name"));
+  CHECK(has("/workloads/0/annotations/warren.io~1exclude-outbound-ports: \"http\" is not a port"));
+}
