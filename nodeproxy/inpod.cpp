@@ -1,6 +1,7 @@
 #include "inpod.h"
 
 #include <fcntl.h>
+#include <fstream>
 #include <spdlog/spdlog.h>
 
 #include "enroll_server.h"
@@ -17,6 +18,39 @@
 namespace warren::node {
 
 namespace {
+
+// The cgroup v2 path of `dir` relative to its cgroup2 mount ("" for a mount's
+// root), or nullopt when `dir` is not under a cgroup2 mount.
+std::optional<std::string> cgroup_relative(const std::string& dir) {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string dev, mnt, type, rest;
+  std::optional<std::string> best;
+  size_t best_len = 0;
+  while (mounts >> dev >> mnt >> type && std::getline(mounts, rest)) {
+    if (type != "cgroup2") continue;
+    if (dir.compare(0, mnt.size(), mnt) != 0) continue;
+    if (dir.size() > mnt.size() && dir[mnt.size()] != '/') continue;
+    if (mnt.size() >= best_len) {
+      best_len = mnt.size();
+      best = dir.substr(mnt.size());
+    }
+  }
+  return best;
+}
+
+// Whether process `pid` lives under the cgroup v2 path `rel` (the capture's
+// cgroup: pods elsewhere are not this node's, even with a matching IP).
+bool in_cgroup(pid_t pid, const std::string& rel) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("0::", 0) != 0) continue;
+    std::string path = line.substr(3);
+    if (rel.empty() || rel == "/") return true;
+    return path == rel || path.rfind(rel + "/", 0) == 0;
+  }
+  return false;
+}
 
 std::optional<IpAddr> first_v4(const std::vector<IpAddr>& ips) {
   for (auto& ip : ips)
@@ -50,7 +84,10 @@ Result<void> InPod::start(const config::Snapshot& snap) {
     if (!found)
       spdlog::warn("capture: finding running pods in /proc: {} (pods enroll when warren-cni reports them)",
                    found.error().message);
+    auto rel = cgroup_relative(snap.capture.cgroup);
+    if (!rel) spdlog::warn("capture: {} is not on a cgroup2 mount", snap.capture.cgroup);
     for (auto& n : found ? *found : std::vector<cni::NetnsInfo>{}) {
+      if (!rel || !in_cgroup(n.pid, *rel)) continue;
       bool ours = false;
       for (auto& ip : n.ips)
         if (const auto* w = snap.workload_by_ip(ip); w && w->node == snap.node_name) ours = true;
@@ -120,6 +157,7 @@ Result<InPod::Pod*> InPod::add_pod(int ns_fd, std::vector<IpAddr> ips) {
     slot->owner = this;
   }
   if (!ips.empty()) slot->ips = std::move(ips);
+  spdlog::debug("capture: pod netns {} (cookie {}) known", slot->inode, slot->cookie);
   return slot.get();
 }
 
@@ -138,7 +176,7 @@ void InPod::sync(const config::Snapshot& snap) {
     bool fast = snap.capture.fast_path;
     if (want && (!p.enrolled || p.fast_path != fast)) {
       if (auto r = enroll(p, *w, snap); !r) {
-        spdlog::error("capture: enrolling {}/{}: {}", w->namespace_, w->name, r.error().message);
+        spdlog::error("capture: enrolling {}/{} (netns {}): {}", w->namespace_, w->name, p.inode, r.error().message);
         unenroll(p);
       }
     } else if (!want && p.enrolled) {
@@ -151,6 +189,7 @@ void InPod::sync(const config::Snapshot& snap) {
 
 Result<void> InPod::enroll(Pod& p, const config::Workload& w, const config::Snapshot& snap) {
   int ns = p.ns.get();
+  spdlog::debug("capture: enroll netns {} fd {} (enrolled {})", p.inode, ns, p.enrolled);
   auto ip4 = first_v4(p.ips);
   auto ip6 = first_v6(p.ips);
   if (!p.enrolled) {
@@ -223,6 +262,16 @@ Result<void> InPod::on_cni(const cni::EnrollRequest& req) {
     case cni::Op::kAdd: {
       auto fd = netns::open(req.netns);
       if (!fd) return fd.error();
+      // A pod IP belongs to one netns: an older netns holding it (a pod whose
+      // DEL never came) is forgotten.
+      if (auto ino = netns::inode(fd->get())) {
+        std::vector<uint64_t> stale;
+        for (auto& [other, op] : pods_)
+          for (auto& ip : op->ips)
+            for (auto& nip : req.ips)
+              if (other != *ino && ip == nip) stale.push_back(other);
+        for (auto o : stale) remove_pod(o);
+      }
       auto p = add_pod(fd->get(), req.ips);
       if (!p) return p.error();
       (*p)->name = req.name;

@@ -103,6 +103,7 @@ TEST_CASE("capture: outbound to a pod and to a mesh-only VIP keeps the original 
   auto echo12 = serve(*c, c->pod(1, 2), {"--port", "8080", "--echo"}, "echo12.log");
   {
     Mesh mesh(*c, o);
+    INFO(mesh.node_log(1));
     for (auto& p : c->all_pods()) REQUIRE(mesh.wait_enrolled(p));
     const auto& client = c->pod(1, 1);
     uint64_t captured0 = mesh.bpf_stat(1, "connect_captured");

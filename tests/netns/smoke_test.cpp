@@ -208,17 +208,20 @@ TEST_CASE("smoke: two clusters at once do not collide") {
 TEST_CASE("smoke: teardown after a failure and stale sweep") {
   // An exception half way through a test: the destructor removes everything.
   std::string tag;
+  std::unique_ptr<Process> kept_s, kept_n;
   try {
     auto c = Cluster::create(topo(2, 2));
     tag = c->tag();
-    auto s = c->spawn_in_pod(c->pod(1, 1), {"sleep", "1000"}, "sleep.log");
-    auto n = c->spawn_in_node(1, {"sleep", "1000"}, "node-sleep.log");
-    s.release();  // leaked on purpose: teardown must still kill it (cgroup.kill)
-    n.release();  // and this one (it is in the node netns)
+    // Handed out of the cluster's scope on purpose: teardown must still kill
+    // them (cgroup.kill for the pod one, the netns sweep for the node one).
+    kept_s = c->spawn_in_pod(c->pod(1, 1), {"sleep", "1000"}, "sleep.log");
+    kept_n = c->spawn_in_node(1, {"sleep", "1000"}, "node-sleep.log");
     throw std::runtime_error("boom");
   } catch (const std::runtime_error&) {
   }
   CHECK_FALSE(leftovers(tag));
+  CHECK_FALSE(kept_s->alive());
+  CHECK_FALSE(kept_n->alive());
 
   // A crashed owner: a child builds a cluster and exits without destructors.
   int p[2];

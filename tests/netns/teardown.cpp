@@ -179,6 +179,18 @@ std::string teardown_tag(const std::string& tag) {
       if (!gone) left += "cgroup " + d + ": " + std::strerror(errno) + "\n";
     }
   }
+  // BPF pins of the cluster's node proxies (tests/netns/mesh.cpp names them
+  // /sys/fs/bpf/warren/t-<tag>-n<N>); unlinking the pins releases the
+  // programs and maps (their cgroups are gone already).
+  {
+    std::error_code pec;
+    for (auto& e : fs::directory_iterator("/sys/fs/bpf/warren", pec)) {
+      std::string n = e.path().filename();
+      if (n.rfind("t-" + tag + "-", 0) != 0) continue;
+      fs::remove_all(e.path(), pec);
+      if (pec) left += "bpf pins " + e.path().string() + ": " + pec.message() + "\n";
+    }
+  }
   // The temp dir of a crashed owner (a live owner's TempDir removes its own).
   std::istringstream owner(e2e::read_file(owner_file(tag)));
   std::string pid, start, dir;
