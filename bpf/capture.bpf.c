@@ -264,6 +264,21 @@ int warren_getpeername6(struct bpf_sock_addr* ctx) {
   return 1;
 }
 
+// A captured socket is really bound to 127.0.0.1 (it connected to the proxy's
+// 15001); the application is told its pod address, as without the mesh.
+SEC("cgroup/getsockname4")
+int warren_getsockname4(struct bpf_sock_addr* ctx) {
+  struct bpf_sock* sk = ctx->sk;
+  if (!sk) return 1;
+  struct warren_sk_state* st = bpf_sk_storage_get(&sk_state, sk, 0, 0);
+  if (!st || st->direct || st->orig.family != AF_INET) return 1;
+  __u64 cookie = st->netns_cookie;
+  struct warren_pod* pod = bpf_map_lookup_elem(&enrolled_netns, &cookie);
+  if (!pod || !pod->ip4) return 1;
+  ctx->user_ip4 = pod->ip4;
+  return 1;
+}
+
 static __always_inline void flow_key_from_ops(struct bpf_sock_ops* skops,
                                               struct warren_flow_key* k) {
   k->family = skops->family;

@@ -82,6 +82,7 @@ const CgroupProg kCgroupProgs[] = {
     {"connect6", [](::capture* s) { return s->progs.warren_connect6; }},
     {"getpeername4", [](::capture* s) { return s->progs.warren_getpeername4; }},
     {"getpeername6", [](::capture* s) { return s->progs.warren_getpeername6; }},
+    {"getsockname4", [](::capture* s) { return s->progs.warren_getsockname4; }},
     {"sockops", [](::capture* s) { return s->progs.warren_sockops; }},
 };
 

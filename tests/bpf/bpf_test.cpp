@@ -35,11 +35,11 @@ TEST_CASE("capture: load pin reuse and uninstall") {
   for (auto* m : {"enrolled_netns", "excluded_ports", "sk_state", "conn_orig", "verdicts",
                   "direct_flows", "deliveries", "listeners", "stats"})
     CHECK(fs::exists(env.pin + "/maps/" + m));
-  for (auto* l : {"connect4", "connect6", "getpeername4", "getpeername6", "sockops"})
+  for (auto* l : {"connect4", "connect6", "getpeername4", "getpeername6", "getsockname4", "sockops"})
     CHECK(fs::exists(env.pin + "/links/" + l));
   const bpf_attach_type kTypes[] = {BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT,
                                     BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_INET6_GETPEERNAME,
-                                    BPF_CGROUP_SOCK_OPS};
+                                    BPF_CGROUP_INET4_GETSOCKNAME, BPF_CGROUP_SOCK_OPS};
   std::vector<uint32_t> first;
   for (auto t : kTypes) {
     auto [n, id] = attached(cg.get(), t);
@@ -90,7 +90,7 @@ TEST_CASE("capture: connect4 and connect6 redirect to 15001 and getpeername rest
   Fd c = socket_from(env.cg.path(), t.pod.fd(), SOCK_STREAM);
   Fd a = lands_on(c, "10.77.0.9:80", l1, app);
   SockAddr local = local_of(c.get());
-  CHECK(local.ip == ip("127.0.0.1"));
+  CHECK(local.ip == ip("10.77.0.2"));  // getsockname4: the pod's address, not 127.0.0.1
   auto orig = env.cap->take_orig_dst(t.pod.cookie(), local.port, false);
   REQUIRE(orig);
   CHECK(*orig == sa("10.77.0.9:80"));

@@ -111,6 +111,7 @@ TEST_CASE("capture: outbound to a pod and to a mesh-only VIP keeps the original 
     auto same = connect(*c, client, c->pod(1, 2).ip + ":8080");
     REQUIRE(same.is_object());
     CHECK(same["peername"] == c->pod(1, 2).ip + ":8080");  // getpeername: original destination
+    CHECK(starts_with(same["sockname"].get<std::string>(), client.ip + ":"));  // getsockname: the pod's own
     auto cross = connect(*c, client, c->pod(2, 1).ip + ":8080");
     REQUIRE(cross.is_object());
     CHECK(cross["peername"] == c->pod(2, 1).ip + ":8080");
