@@ -110,6 +110,9 @@ Result<void> InPod::start(const config::Snapshot& snap) {
     if (!live_cookies.count(c)) (void)capture_->unenroll(c);
   for (auto ino : stale_links)
     if (!live_inodes.count(ino)) (void)capture_->detach_netns(ino);
+  // Verdicts of the previous run were made under a config this run may not
+  // share: flush them, and re-check direct flows that are still open.
+  recheck_direct_flows(snap);
 
   cni_ = std::make_unique<cni::EnrollServer>(
       node_.loop(), snap.capture.cni_socket,
