@@ -74,6 +74,7 @@ Result<void> InPod::start(const config::Snapshot& snap) {
   auto cap = bpf::Capture::open({snap.capture.pin_dir, snap.capture.cgroup});
   if (!cap) return cap.error().wrap("eBPF capture (pins " + snap.capture.pin_dir + ")");
   capture_ = std::move(cap.value());
+  last_stats_ = capture_->stats();
   std::vector<uint64_t> stale_cookies = capture_->enrolled();
   std::vector<uint64_t> stale_links = capture_->attached_netns();
   spdlog::info("capture: programs attached to {}, pinned under {} ({} pods enrolled by a previous run)",

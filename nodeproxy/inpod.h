@@ -89,6 +89,7 @@ class InPod {
   std::map<uint64_t, std::unique_ptr<Pod>> pods_;  // by netns inode
   std::map<IpAddr, Pod*> by_ip_;                     // enrolled pods only
   std::set<std::pair<std::string, uint16_t>> seen_flows_;  // direct flows counted as opened
+  std::vector<uint64_t> last_stats_;  // BPF counters at the previous poll
   uv_timer_t flow_timer_;
   bool timer_started_ = false;
   std::string node_name_;

@@ -135,11 +135,12 @@ void InPod::poll_flows() {
   auto& fam = node_.registry().counter(
       "warren_capture_events_total",
       "eBPF capture events (per-CPU counters of the capture programs, summed)", {"event"});
-  static thread_local std::vector<uint64_t> last(WARREN_STAT_MAX, 0);
+  // The pinned counters outlive restarts: export what happened since start.
   auto now = capture_->stats();
+  last_stats_.resize(now.size(), 0);
   for (int i = 0; i < WARREN_STAT_MAX; i++) {
-    if (now[i] > last[i]) fam.with({bpf::stat_name(i)})->inc(now[i] - last[i]);
-    last[i] = now[i];
+    if (now[i] > last_stats_[i]) fam.with({bpf::stat_name(i)})->inc(now[i] - last_stats_[i]);
+    last_stats_[i] = now[i];
   }
   auto& fp_conns = node_.registry().counter(
       "warren_fast_path_connections_total", "Same-node connections that bypassed the proxy (fast path)",

@@ -217,6 +217,11 @@ TEST_CASE("capture: every client connection is captured exactly once") {
   CHECK(peers_seen(*e12).size() == n);
   CHECK(peers_seen(*e21).size() == n);
   CHECK(mesh.metric(1, "istio_tcp_connections_opened_total", {{"reporter", "source"}}) == 2 * n);
+  // The BPF counters are exported (polled once a second), since this start.
+  CHECK(wait_until([&] {
+    return mesh.metric(1, "warren_capture_events_total", {{"event", "connect_captured"}}) ==
+           static_cast<double>(mesh.bpf_stat(1, "connect_captured"));
+  }, 3s));
 }
 
 TEST_CASE("capture: pods enroll and unenroll at run time without a restart") {
