@@ -59,6 +59,14 @@ std::vector<std::string> peers_seen(const Process& s) {
 
 bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
 
+// The echo server reports a connection once it has seen its end, which can be
+// a moment after the client returned: wait for the count to reach `n`.
+std::vector<std::string> wait_peers(const Process& s, size_t n) {
+  wait_until([&] { return peers_seen(s).size() >= n; }, 3s, 20ms);
+  std::this_thread::sleep_for(100ms);  // and nothing more arriving
+  return peers_seen(s);
+}
+
 // tcpdump on the fabric bridge (the inter-node link), writing a pcap.
 struct Capture {
   std::unique_ptr<Process> proc;
@@ -126,8 +134,8 @@ TEST_CASE("capture: outbound to a pod and to a mesh-only VIP keeps the original 
                       {{"reporter", "source"}, {"destination_service", "echo.default.svc.cluster.local"},
                        {"connection_security_policy", "mutual_tls"}}) >= 1);
     // The application on the other side sees the client pod's own address.
-    for (auto& p : peers_seen(*echo21)) CHECK(starts_with(p, client.ip + ":"));
-    for (auto& p : peers_seen(*echo12)) CHECK(starts_with(p, client.ip + ":"));
+    for (auto& p : wait_peers(*echo21, 2)) CHECK(starts_with(p, client.ip + ":"));
+    for (auto& p : wait_peers(*echo12, 1)) CHECK(starts_with(p, client.ip + ":"));
   }
   // Control run: with the programs gone (Mesh removed them) the VIP exists nowhere.
   auto r = c->exec_in_pod(c->pod(1, 1), {podtool_path(), "connect", "--to", "10.96.0.10:80",
@@ -182,7 +190,7 @@ TEST_CASE("capture: inbound plaintext is refused under STRICT and counted under 
   CHECK(mesh.bpf_stat(2, "lookup_plaintext") - plain0 == 2);
   CHECK(mesh.metric(2, "istio_tcp_connections_opened_total",
                     {{"reporter", "destination"}, {"connection_security_policy", "none"}}) == 2);
-  auto peers = peers_seen(*echo);
+  auto peers = wait_peers(*echo, 2);
   REQUIRE(peers.size() == 2);
   CHECK(starts_with(peers[0], c->pod(1, 2).ip + ":"));  // source address kept
 
@@ -194,7 +202,7 @@ TEST_CASE("capture: inbound plaintext is refused under STRICT and counted under 
                             "--expect-echo", "--timeout-ms", "2000"})
             .exit_code != 0);
   CHECK(connect(*c, c->pod(1, 1), target).is_object());
-  CHECK(peers_seen(*echo).size() == 3);  // only the mTLS one reached the app
+  CHECK(wait_peers(*echo, 3).size() == 3);  // only the mTLS one reached the app
   CHECK(mesh.metric(2, "warren_connections_rejected_total", {{"reason", "plaintext"}}) >= 2);
 }
 
@@ -214,8 +222,8 @@ TEST_CASE("capture: every client connection is captured exactly once") {
   CHECK(mesh.bpf_stat(1, "connect_captured") - before1 == 2 * n);
   CHECK(mesh.bpf_stat(1, "orig_dst_recorded") - orig1 == 2 * n);
   CHECK(mesh.bpf_stat(2, "connect_captured") == before2);  // the proxy's own legs: never
-  CHECK(peers_seen(*e12).size() == n);
-  CHECK(peers_seen(*e21).size() == n);
+  CHECK(wait_peers(*e12, n).size() == n);
+  CHECK(wait_peers(*e21, n).size() == n);
   CHECK(mesh.metric(1, "istio_tcp_connections_opened_total", {{"reporter", "source"}}) == 2 * n);
   // The BPF counters are exported (polled once a second), since this start.
   CHECK(wait_until([&] {
