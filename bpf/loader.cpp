@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 
@@ -293,7 +294,10 @@ std::vector<uint64_t> Capture::attached_netns() const {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(opts_.pin_dir + "/links", ec)) {
     std::string n = e.path().filename();
-    if (n.rfind("sk_lookup-", 0) == 0) out.push_back(std::stoull(n.substr(10)));
+    if (n.rfind("sk_lookup-", 0) != 0) continue;
+    uint64_t ino = 0;
+    auto [end, perr] = std::from_chars(n.data() + 10, n.data() + n.size(), ino);
+    if (perr == std::errc() && end == n.data() + n.size()) out.push_back(ino);
   }
   return out;
 }

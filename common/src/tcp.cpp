@@ -225,25 +225,7 @@ SockAddr TcpConn::peer() const {
 
 Result<TcpListener*> TcpListener::listen(uv_loop_t* loop, const SockAddr& addr, AcceptFn fn,
                                          void* ctx, int backlog) {
-  auto* l = new TcpListener;
-  uv_tcp_init(loop, &l->tcp_);
-  l->tcp_.data = l;
-  l->fn_ = fn;
-  l->ctx_ = ctx;
-  sockaddr_storage ss;
-  addr.to_sockaddr(&ss);
-  int r = uv_tcp_bind(&l->tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp_), backlog, [](uv_stream_t* s, int st) {
-      auto* self = static_cast<TcpListener*>(s->data);
-      if (st == 0) self->fn_(self->ctx_, s);
-    });
-  if (r != 0) {
-    l->close();
-    return make_error(Errc::kSystem,
-                      "listen on " + addr.to_string() + ": " + std::string(uv_strerror(r)));
-  }
-  return l;
+  return start(loop, -1, addr, fn, ctx, backlog, "");
 }
 
 Result<TcpListener*> TcpListener::listen_in(uv_loop_t* loop, int netns_fd, const SockAddr& addr,
@@ -260,13 +242,25 @@ Result<TcpListener*> TcpListener::listen_in(uv_loop_t* loop, int netns_fd, const
     ::close(fd);
     return e;
   }
+  return start(loop, fd, addr, fn, ctx, backlog, " (pod netns)");
+}
+
+Result<TcpListener*> TcpListener::start(uv_loop_t* loop, int fd, const SockAddr& addr, AcceptFn fn,
+                                        void* ctx, int backlog, const char* where) {
   auto* l = new TcpListener;
   uv_tcp_init(loop, &l->tcp_);
   l->tcp_.data = l;
   l->fn_ = fn;
   l->ctx_ = ctx;
-  int r = uv_tcp_open(&l->tcp_, fd);
-  if (r != 0) ::close(fd);
+  int r;
+  if (fd >= 0) {  // a socket bound already (in another netns)
+    r = uv_tcp_open(&l->tcp_, fd);
+    if (r != 0) ::close(fd);
+  } else {
+    sockaddr_storage ss;
+    addr.to_sockaddr(&ss);
+    r = uv_tcp_bind(&l->tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
+  }
   if (r == 0)
     r = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp_), backlog, [](uv_stream_t* s, int st) {
       auto* self = static_cast<TcpListener*>(s->data);
@@ -275,7 +269,7 @@ Result<TcpListener*> TcpListener::listen_in(uv_loop_t* loop, int netns_fd, const
   if (r != 0) {
     l->close();
     return make_error(Errc::kSystem,
-                      "listen on " + addr.to_string() + " (pod netns): " + std::string(uv_strerror(r)));
+                      "listen on " + addr.to_string() + where + ": " + std::string(uv_strerror(r)));
   }
   return l;
 }

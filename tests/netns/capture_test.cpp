@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "harness.h"
+#include "test_util.h"
 #include "mesh.h"
 
 using namespace warren::netns;
@@ -20,22 +21,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Topology topo(int nodes, int pods) {
-  Topology t;
-  t.nodes = nodes;
-  t.pods_per_node = pods;
-  return t;
-}
 
-std::unique_ptr<Process> serve(Cluster& c, const PodInfo& p, std::vector<std::string> args,
-                               const std::string& log) {
-  std::vector<std::string> argv{podtool_path(), "serve"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto s = c.spawn_in_pod(p, argv, log);
-  REQUIRE(wait_until([&] { return s->log().find("listening") != std::string::npos || !s->alive(); }, 5s));
-  REQUIRE(s->alive());
-  return s;
-}
 
 // podtool connect from a pod; the JSON result (null on failure).
 json connect(Cluster& c, const PodInfo& from, const std::string& to, const std::string& marker = "ping",

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "harness.h"
+#include "test_util.h"
 #include "mesh.h"
 
 using namespace warren::netns;
@@ -20,22 +21,7 @@ namespace {
 
 constexpr long long kBulk = 64ll << 20;
 
-Topology topo(int nodes, int pods) {
-  Topology t;
-  t.nodes = nodes;
-  t.pods_per_node = pods;
-  return t;
-}
 
-std::unique_ptr<Process> serve(Cluster& c, const PodInfo& p, std::vector<std::string> args,
-                               const std::string& log) {
-  std::vector<std::string> argv{podtool_path(), "serve"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto s = c.spawn_in_pod(p, argv, log);
-  REQUIRE(wait_until([&] { return s->log().find("listening") != std::string::npos || !s->alive(); }, 5s));
-  REQUIRE(s->alive());
-  return s;
-}
 
 // Bytes the proxy relayed in user space, both directions, both reporters.
 double proxied_bytes(Mesh& m, int node) {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "harness.h"
+#include "test_util.h"
 
 using namespace warren::netns;
 using nlohmann::json;
@@ -19,12 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Topology topo(int nodes, int pods) {
-  Topology t;
-  t.nodes = nodes;
-  t.pods_per_node = pods;
-  return t;
-}
 
 // The last JSON line of a podtool run (null when there is none).
 json last_json(const std::string& out) {
@@ -35,16 +30,6 @@ json last_json(const std::string& out) {
   return j;
 }
 
-std::unique_ptr<Process> serve(Cluster& c, const PodInfo& p, std::vector<std::string> args,
-                               const std::string& log) {
-  std::vector<std::string> argv{podtool_path(), "serve"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto s = c.spawn_in_pod(p, argv, log);
-  REQUIRE(warren::e2e::wait_until(
-      [&] { return s->log().find("listening") != std::string::npos || !s->alive(); }, 5s));
-  REQUIRE(s->alive());
-  return s;
-}
 
 bool leftovers(const std::string& tag) {
   std::error_code ec;

@@ -107,6 +107,9 @@ class TcpListener {
 
  private:
   TcpListener() = default;
+  // Listens on `fd` (bound already; -1: bind `addr` here).
+  static Result<TcpListener*> start(uv_loop_t* loop, int fd, const SockAddr& addr, AcceptFn fn,
+                                    void* ctx, int backlog, const char* where);
   uv_tcp_t tcp_;
   AcceptFn fn_ = nullptr;
   void* ctx_ = nullptr;
