@@ -1,4 +1,4 @@
-#include "h2_conn.h"
+#include "warren/h2_conn.h"
 
 #include <spdlog/spdlog.h>
 
@@ -6,7 +6,7 @@
 
 #include "warren/buffer_pool.h"
 
-namespace warren::node {
+namespace warren::h2 {
 
 const std::string* find_header(const Headers& h, std::string_view name) {
   for (auto& [k, v] : h)
@@ -554,4 +554,4 @@ void H2Conn::close(const std::string& reason) {
   owner_->on_conn_close(this, reason);
 }
 
-}  // namespace warren::node
+}  // namespace warren::h2

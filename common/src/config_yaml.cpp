@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
+#include "warren/config.h"
 
 namespace warren::config {
 

@@ -1,7 +1,7 @@
 // Node config: JSON (or YAML) → validated, immutable Snapshot. Every problem is
 // collected as "<json pointer>: <reason>"; unknown fields are errors because a
 // typo in security config must never be silently ignored (STYLE.md §4).
-#include "config.h"
+#include "warren/config.h"
 
 #include <atomic>
 #include <cerrno>

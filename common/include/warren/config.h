@@ -1,0 +1,201 @@
+// The node's view of the mesh: an immutable snapshot built from a JSON document
+// (a file in standalone mode, the controller's push later). Validation collects
+// every error as "<json-pointer>: <reason>"; a snapshot is only built when there
+// are none (STYLE.md §4).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "warren/ip.h"
+#include "warren/result.h"
+
+namespace warren::config {
+
+enum class Protocol { kHbone, kNone };  // NONE: not in the mesh, plain TCP
+enum class PeerAuthMode { kUnset, kStrict, kPermissive, kDisable };
+enum class PolicyAction { kAllow, kDeny, kAudit, kCustom };
+
+struct Workload {
+  std::string uid;
+  std::string name;
+  std::string namespace_;
+  std::string service_account = "default";
+  std::string node;
+  std::vector<IpAddr> ips;
+  Protocol protocol = Protocol::kHbone;
+  std::map<std::string, std::string> labels;
+  std::string waypoint;  // gateway name, empty if none (issue 5)
+  std::map<std::string, std::string> annotations;
+  // warren.io/exclude-outbound-ports: connects to these ports are not captured.
+  std::vector<uint16_t> excluded_outbound_ports;
+  // spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
+  std::string identity;
+};
+
+struct ServicePort {
+  uint16_t port = 0;
+  uint16_t target_port = 0;  // 0: same as port
+  std::string name;
+};
+
+struct Service {
+  std::string name;
+  std::string namespace_;
+  std::string hostname;  // <name>.<ns>.svc.cluster.local when not given
+  std::vector<IpAddr> vips;
+  std::vector<ServicePort> ports;
+  std::vector<std::string> endpoints;  // workload uids
+};
+
+// AuthorizationPolicy, Istio's shape (security.istio.io/v1), kept as parsed
+// fields. Strings in principals/namespaces support Istio's prefix/suffix "*".
+struct StringMatch {
+  std::vector<std::string> values;
+  std::vector<std::string> not_values;
+};
+
+struct Source {
+  StringMatch principals;   // with "spiffe://" stripped, as Istio matches them
+  StringMatch namespaces;
+  std::vector<Cidr> ip_blocks, not_ip_blocks;
+  bool has_l7_only = false;  // requestPrincipals, remoteIpBlocks ...
+  StringMatch service_accounts;  // "<namespace>/<service-account>"
+};
+
+struct Operation {
+  std::vector<uint16_t> ports, not_ports;
+  bool has_l7_only = false;  // hosts, methods, paths and their not* variants
+};
+
+struct Condition {
+  std::string key;  // source.ip, source.namespace, source.principal, destination.ip, destination.port
+  std::vector<std::string> values, not_values;
+  bool l7_only = false;  // request.*, or any key L4 cannot see
+};
+
+struct Rule {
+  std::vector<Source> from;      // OR'd; empty = any
+  std::vector<Operation> to;     // OR'd; empty = any
+  std::vector<Condition> when;   // AND'd
+};
+
+struct AuthorizationPolicy {
+  std::string name;
+  std::string namespace_;
+  // Empty selector: namespace-wide (or mesh-wide in the root namespace).
+  std::map<std::string, std::string> selector;
+  bool has_selector = false;
+  PolicyAction action = PolicyAction::kAllow;
+  std::vector<Rule> rules;  // empty rules: ALLOW matches nothing, DENY matches nothing
+  bool dry_run = false;     // istio.io/dry-run annotation: log only
+  // targetRef(s) set: the policy binds to a waypoint/Service/Gateway and is
+  // enforced there, never by the node proxy at L4.
+  bool waypoint_only = false;
+  nlohmann::json raw;  // the object as given, for to_json (/config_dump)
+};
+
+struct PeerAuthentication {
+  std::string name;
+  std::string namespace_;
+  std::map<std::string, std::string> selector;
+  bool has_selector = false;
+  PeerAuthMode mode = PeerAuthMode::kUnset;
+  std::map<uint16_t, PeerAuthMode> port_modes;  // portLevelMtls
+  nlohmann::json raw;  // the object as given, for to_json (/config_dump)
+};
+
+struct Listeners {
+  SockAddr socks5{*IpAddr::parse("127.0.0.1"), 15080};
+  SockAddr admin{*IpAddr::parse("127.0.0.1"), 15000};
+  SockAddr metrics{*IpAddr::parse("0.0.0.0"), 15020};
+  SockAddr readiness{*IpAddr::parse("0.0.0.0"), 15021};
+  uint16_t hbone_port = 15008;  // bound on each local workload IP (standalone mode)
+};
+
+struct Certificates {
+  std::string root_cert;  // PEM file with one or more trusted roots
+  // Directory holding <namespace>/<service-account>/{cert-chain.pem,key.pem},
+  // the layout `warrenctl dev-ca` writes.
+  std::string dir;
+};
+
+// How pods' traffic reaches this node proxy. kNone: standalone (SOCKS5 entry
+// and HBONE on local workload IPs); kInPod: eBPF capture and listeners inside
+// each enrolled pod's netns (DESIGN.md §5).
+enum class CaptureMode { kNone, kInPod };
+struct CaptureConfig {
+  CaptureMode mode = CaptureMode::kNone;
+  std::string cgroup = "/sys/fs/cgroup/unified";  // where the pods' processes live
+  std::string pin_dir;                          // default /sys/fs/bpf/warren/<node>
+  bool fast_path = true;                        // same-node direct path
+  std::string cni_socket = "/var/run/warren/cni.sock";
+  bool scan_proc = true;  // at start, find running pods' netns from /proc
+};
+
+inline constexpr const char* kDataplaneModeLabel = "warren.io/dataplane-mode";
+inline constexpr const char* kExcludeOutboundPorts = "warren.io/exclude-outbound-ports";
+
+struct Snapshot {
+  std::string node_name;
+  IpAddr node_address;
+  std::string trust_domain = "cluster.local";
+  std::string root_namespace = "istio-system";
+  Listeners listeners;
+  Certificates certificates;
+  std::vector<Workload> workloads;
+  std::vector<Service> services;
+  std::vector<AuthorizationPolicy> policies;
+  std::vector<PeerAuthentication> peer_authentications;
+  CaptureConfig capture;
+  // Namespace labels (enrollment: warren.io/dataplane-mode=enabled).
+  std::map<std::string, std::map<std::string, std::string>> namespaces;
+  uint64_t version = 0;  // monotonically increasing per accepted load
+
+  // Indexes, built once by the parser.
+  const Workload* workload_by_ip(const IpAddr& ip) const;
+  const Workload* workload_by_uid(const std::string& uid) const;
+  // A service VIP and port; nullptr when none.
+  const Service* service_by_vip(const IpAddr& ip) const;
+  const Service* service_by_hostname(const std::string& host) const;
+  // Workloads of this node (node == node_name).
+  std::vector<const Workload*> local_workloads() const;
+  // Whether capture applies to a workload: its namespace is labelled
+  // warren.io/dataplane-mode=enabled (or the pod itself is), the pod does not
+  // opt out with warren.io/dataplane-mode=none, and it speaks HBONE.
+  bool enrolled(const Workload& w) const;
+
+  std::unordered_map<IpAddr, size_t> by_ip_;
+  std::unordered_map<std::string, size_t> by_uid_;
+  std::unordered_map<IpAddr, size_t> svc_by_vip_;
+  std::unordered_map<std::string, size_t> svc_by_host_;
+};
+
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+// Parses and validates. On failure the Error's message lists every problem,
+// one per line, as "<json pointer>: <reason>" (e.g. "/workloads/3/ips/0: "10.0.0.x"
+// is not an IP address").
+Result<SnapshotPtr> parse(const nlohmann::json& doc);
+// Reads a file (JSON, or YAML when it ends in .yaml/.yml) and parses it; errors
+// are prefixed with the file name.
+Result<SnapshotPtr> load_file(const std::string& path);
+
+// Serialises back to the same JSON shape (for /config_dump).
+nlohmann::json to_json(const Snapshot& s);
+
+// YAML (yaml-cpp) to JSON: plain scalars become null/bool/number when they
+// read as such (YAML 1.2 core schema), quoted scalars stay strings. Errors
+// (syntax, nesting deeper than 64) come back as Errc::kInvalidArgument.
+Result<nlohmann::json> yaml_to_json(const std::string& text);
+
+const char* to_string(PeerAuthMode m);
+const char* to_string(PolicyAction a);
+
+}  // namespace warren::config
