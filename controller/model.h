@@ -10,7 +10,35 @@
 //   peerauth/<ns>/<name>      one element of "peerAuthentications"
 //   namespace/<name>          one element of "namespaces" ({name, labels})
 // A node's config is its own bootstrap (name, address, listeners, capture)
-// plus every resource.
+// plus every resource, each array in id order.
+//
+// What translates into what (translate.h has the field-level detail):
+//   Pod (Running, with an IP)   → workload (hostNetwork pods: protocol NONE);
+//                                 Pending/Unknown pods or pods without an IP
+//                                 are held but not sent; Succeeded/Failed pods
+//                                 are dropped from the model.
+//   Service                     → service; endpoints from the EndpointSlices
+//                                 labelled with the service's name when any
+//                                 exist, else from spec.selector over the
+//                                 namespace's workloads. Only endpoints that
+//                                 are workloads are listed (the node rejects
+//                                 unknown uids).
+//   Namespace                   → namespace; AuthorizationPolicy,
+//                                 PeerAuthentication → policy, peerauth.
+//   RequestAuthentication, VirtualService, DestinationRule, Gateway,
+//   HTTPRoute, ServiceAccount, Node: validated and held, not translated yet
+//   (the waypoint work, issue 5, reads them).
+//
+// Consistency the node requires of a whole config, kept across objects:
+//   - an IP belongs to one workload: when pods share one (hostNetwork pods on
+//     a node, a terminating pod's IP reused), the IP goes to a pod that is not
+//     hostNetwork, then not terminating, then to the lowest uid; the others
+//     are sent without it (logged).
+//   - a VIP belongs to one service: the lowest <ns>/<name> keeps it.
+//
+// Validation (validate.h): an invalid object rejects only itself; the last
+// good version of that object stays in force (an invalid first version means
+// the object is absent).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -28,6 +56,7 @@ namespace warren::controller {
 using ResourcePtr = std::shared_ptr<const nlohmann::json>;
 
 // One translated change: what to upsert and what to remove, at `version`.
+// Upserts and removes are each in id order.
 struct Delta {
   uint64_t version = 0;
   std::vector<std::pair<std::string, ResourcePtr>> upserts;  // id, body
@@ -38,35 +67,52 @@ struct Delta {
 struct ModelOptions {
   std::string trust_domain = "cluster.local";
   std::string root_namespace = "istio-system";
+  std::string cluster_domain = "cluster.local";  // service hostnames: <name>.<ns>.svc.<cluster_domain>
 };
 
 class Model : public Sink {
  public:
   explicit Model(ModelOptions opts, ValidationListener* listener = nullptr);
   ~Model() override;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
-  // Sink: record the change; translation happens in flush().
+  // Sink: validate and record the change; translation happens in flush().
+  // Objects of kinds not in kKinds are ignored (one log line per kind).
   void upsert(const std::string& origin, nlohmann::json obj) override;
   void remove(const ObjectKey& key) override;
   void synced() override;
   bool is_synced() const;
 
-  // Translates everything changed since the last flush. Returns the resources
-  // that changed (version = previous + 1), or an empty Delta (version
-  // unchanged) when nothing the nodes see changed.
+  // Translates everything changed since the last flush, at a cost
+  // proportional to the change. Returns the resources whose body changed or
+  // that appeared (upserts) or disappeared (removes), at version = previous
+  // + 1; or an empty Delta at the unchanged version when nothing the nodes
+  // see changed.
   Delta flush();
 
   uint64_t version() const;
-  // Every current resource, by id.
+  // Every current resource, by id (as of the last flush). Bodies are shared
+  // with the Deltas that carried them.
   const std::map<std::string, ResourcePtr>& resources() const;
 
-  // Whether a pod running as `spiffe_id` is scheduled on `node` (the CA's
-  // check before it signs).
+  // Whether a pod that has not terminated, scheduled on `node`, runs as
+  // `spiffe_id` (spiffe://<trust domain>/ns/<ns>/sa/<sa>): the CA's check
+  // before it signs. Reflects upserts at once (no flush needed).
   bool identity_on_node(const std::string& node, const std::string& spiffe_id) const;
 
-  // Objects rejected by validation, with their messages (for /debug and tests).
+  // Objects rejected by validation, with their messages (for /debug and
+  // tests). An entry goes away when a valid version arrives or the object is
+  // removed.
   std::map<ObjectKey, std::string> rejected() const;
+  // Objects held (accepted, of known kinds; pods that terminated are dropped).
   size_t object_count() const;
+  // The accepted version of an object of a kind the model holds as JSON
+  // (AuthorizationPolicy, PeerAuthentication, RequestAuthentication,
+  // VirtualService, DestinationRule, Gateway, HTTPRoute, ServiceAccount,
+  // Node); nullptr otherwise. Pods, Services, EndpointSlices and Namespaces
+  // are kept as compact records only.
+  const nlohmann::json* held(const ObjectKey& key) const;
 
  private:
   struct Impl;

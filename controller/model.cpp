@@ -1,0 +1,166 @@
+// Model: the Sink side (validate, then record) and the queries.
+#include "model.h"
+
+#include <spdlog/spdlog.h>
+
+#include "model_impl.h"
+#include "validate.h"
+
+namespace warren::controller {
+
+using nlohmann::json;
+
+namespace {
+
+bool is_node_object(const std::string& kind) { return kind == "AuthorizationPolicy" || kind == "PeerAuthentication"; }
+
+std::string node_object_id(const ObjectKey& k) {
+  return k.kind == "AuthorizationPolicy" ? policy_id(k.ns, k.name) : peerauth_id(k.ns, k.name);
+}
+
+// Kinds held as JSON keep what later translation may read, not bookkeeping:
+// no managedFields, no last-applied annotation, no status (but a Node's
+// addresses).
+json trim(json obj, const std::string& kind) {
+  if (auto md = obj.find("metadata"); md != obj.end() && md->is_object()) {
+    md->erase("managedFields");
+    if (auto ann = md->find("annotations"); ann != md->end() && ann->is_object()) {
+      ann->erase("kubectl.kubernetes.io/last-applied-configuration");
+      if (ann->empty()) md->erase(ann);
+    }
+  }
+  if (auto st = obj.find("status"); st != obj.end()) {
+    if (kind == "Node" && st->is_object() && st->contains("addresses"))
+      *st = json{{"addresses", (*st)["addresses"]}};
+    else
+      obj.erase(st);
+  }
+  return obj;
+}
+
+}  // namespace
+
+Model::Model(ModelOptions opts, ValidationListener* listener) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = std::move(opts);
+  impl_->listener = listener;
+}
+
+Model::~Model() = default;
+
+void Model::upsert(const std::string& origin, json obj) {
+  Impl& m = *impl_;
+  ObjectKey key = key_of(obj);
+  if (!key.kind.empty() && !is_known_kind(key.kind)) {
+    if (m.unknown_kinds_logged.insert(key.kind).second)
+      spdlog::info("model: ignoring objects of kind {} (first: {} from {})", key.kind, key.to_string(), origin);
+    return;
+  }
+  Problems problems = validate_object(obj);
+  std::unique_ptr<PodInfo> pod;
+  if (problems.empty() && key.kind == "Pod") {
+    pod = std::make_unique<PodInfo>(pod_info(obj));
+    auto u = m.pod_by_uid.find(pod->uid);
+    if (u != m.pod_by_uid.end() && (u->second->ns != key.ns || u->second->name != key.name))
+      problems.push_back({"metadata.uid", "\"" + pod->uid + "\" is also the uid of Pod " + u->second->ns + "/" +
+                                              u->second->name});
+  }
+  if (!problems.empty()) {
+    std::string msg = format_problems(origin, key, problems);
+    m.rejected[key] = msg;
+    spdlog::warn("rejected: {}", msg);
+    if (m.listener) m.listener->rejected(key, origin, msg);
+    return;
+  }
+
+  std::string nk = key.ns + "/" + key.name;
+  if (key.kind == "Pod") {
+    if (pod->terminated()) pod.reset();  // Succeeded/Failed: gone for the mesh
+    m.set_pod(nk, std::move(pod));
+  } else if (key.kind == "Service") {
+    m.set_service(nk, std::make_unique<ServiceInfo>(service_info(obj)));
+  } else if (key.kind == "EndpointSlice") {
+    auto e = endpoint_slice_info(obj);
+    m.set_slice(nk, &e);
+  } else if (key.kind == "Namespace") {
+    auto n = namespace_info(obj);
+    m.set_namespace(key.name, &n);
+  } else if (is_node_object(key.kind)) {
+    auto body = std::make_shared<const json>(node_policy_object(obj));
+    auto& slot = m.node_objects[node_object_id(key)];
+    if (!slot || *slot != *body) {
+      slot = std::move(body);
+      m.dirty.insert(node_object_id(key));
+    }
+  } else {
+    m.held.insert_or_assign(key, trim(std::move(obj), key.kind));
+  }
+  if (m.rejected.erase(key)) spdlog::info("model: {} from {} is valid again", key.to_string(), origin);
+  if (m.listener) m.listener->accepted(key, origin);
+}
+
+void Model::remove(const ObjectKey& key) {
+  Impl& m = *impl_;
+  m.rejected.erase(key);
+  std::string nk = key.ns + "/" + key.name;
+  if (key.kind == "Pod") {
+    m.set_pod(nk, nullptr);
+  } else if (key.kind == "Service") {
+    m.set_service(nk, nullptr);
+  } else if (key.kind == "EndpointSlice") {
+    m.set_slice(nk, nullptr);
+  } else if (key.kind == "Namespace") {
+    m.set_namespace(key.name, nullptr);
+  } else if (is_node_object(key.kind)) {
+    if (m.node_objects.erase(node_object_id(key))) m.dirty.insert(node_object_id(key));
+  } else {
+    m.held.erase(key);
+  }
+}
+
+void Model::synced() {
+  if (!impl_->synced) spdlog::info("model: sources synced ({} objects)", object_count());
+  impl_->synced = true;
+}
+
+bool Model::is_synced() const { return impl_->synced; }
+
+Delta Model::flush() { return impl_->flush(); }
+
+uint64_t Model::version() const { return impl_->version; }
+
+const std::map<std::string, ResourcePtr>& Model::resources() const { return impl_->resources; }
+
+bool Model::identity_on_node(const std::string& node, const std::string& spiffe_id) const {
+  std::string prefix = "spiffe://" + impl_->opts.trust_domain + "/ns/";
+  if (spiffe_id.compare(0, prefix.size(), prefix) != 0) return false;
+  std::string_view rest = std::string_view(spiffe_id).substr(prefix.size());
+  auto sa = rest.find("/sa/");
+  if (sa == std::string_view::npos || sa == 0) return false;
+  std::string_view ns = rest.substr(0, sa), name = rest.substr(sa + 4);
+  if (name.empty() || name.find('/') != std::string_view::npos) return false;
+  auto n = impl_->node_identities.find(node);
+  if (n == impl_->node_identities.end()) return false;
+  std::string id;
+  id.append(ns).append("/").append(name);
+  auto c = n->second.find(id);
+  return c != n->second.end() && c->second > 0;
+}
+
+std::map<ObjectKey, std::string> Model::rejected() const { return impl_->rejected; }
+
+size_t Model::object_count() const {
+  const Impl& m = *impl_;
+  return m.pods.size() + m.services.size() + m.slices.size() + m.namespaces.size() + m.node_objects.size() +
+         m.held.size();
+}
+
+const json* Model::held(const ObjectKey& key) const {
+  if (is_node_object(key.kind)) {
+    auto it = impl_->node_objects.find(node_object_id(key));
+    return it == impl_->node_objects.end() ? nullptr : it->second.get();
+  }
+  auto it = impl_->held.find(key);
+  return it == impl_->held.end() ? nullptr : &it->second;
+}
+
+}  // namespace warren::controller

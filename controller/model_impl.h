@@ -1,0 +1,91 @@
+// The model's state (internal to model*.cpp): compact records, the indexes
+// that keep flush() proportional to a change, and the dirty set.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "model.h"
+#include "translate.h"
+
+namespace warren::controller {
+
+struct Model::Impl {
+  ModelOptions opts;
+  ValidationListener* listener = nullptr;
+  bool synced = false;
+  uint64_t version = 0;
+  std::map<std::string, ResourcePtr> resources;
+  std::unordered_set<std::string> dirty;  // resource ids to re-render at the next flush
+
+  // ---- pods ("<ns>/<name>" → record) ----
+  std::unordered_map<std::string, std::unique_ptr<PodInfo>> pods;
+  std::unordered_map<std::string, const PodInfo*> pod_by_uid;
+  // Workloads only (pods with is_workload()):
+  //   "<ns>\0<key>\0<value>" → pods with that label (selector endpoints)
+  std::unordered_map<std::string, std::unordered_set<const PodInfo*>> label_index;
+  //   namespace → its workloads (a namespace's waypoint label changes)
+  std::unordered_map<std::string, std::unordered_set<const PodInfo*>> ns_workloads;
+  //   IP → workloads claiming it (normally one)
+  std::unordered_map<std::string, std::vector<const PodInfo*>> ip_claims;
+  // Pods not terminated: node → "<ns>/<sa>" → count (identity_on_node).
+  std::unordered_map<std::string, std::unordered_map<std::string, uint32_t>> node_identities;
+
+  // ---- services ("<ns>/<name>") ----
+  std::unordered_map<std::string, std::unique_ptr<ServiceInfo>> services;
+  // "<ns>\0<key>\0<value>" of a service's first selector label → services: a
+  // pod can only match services indexed under one of its labels.
+  std::unordered_map<std::string, std::unordered_set<const ServiceInfo*>> selector_index;
+  std::unordered_map<std::string, std::vector<const ServiceInfo*>> vip_claims;
+
+  // ---- endpoint slices ("<ns>/<name>") ----
+  std::unordered_map<std::string, EndpointSliceInfo> slices;
+  std::unordered_map<std::string, std::set<std::string>> slices_by_service;  // service key → slice keys
+  // pod uid → service keys of the slices listing it (one entry per slice).
+  std::unordered_map<std::string, std::vector<std::string>> slice_refs;
+
+  // ---- the rest ----
+  std::unordered_map<std::string, NamespaceInfo> namespaces;
+  // AuthorizationPolicy and PeerAuthentication as nodes receive them, by resource id.
+  std::unordered_map<std::string, ResourcePtr> node_objects;
+  // Validated and held for later translation (model.h), trimmed.
+  std::map<ObjectKey, nlohmann::json> held;
+
+  std::map<ObjectKey, std::string> rejected;
+  std::set<std::string> unknown_kinds_logged;
+
+  // model_index.cpp: replace (or remove, with nullptr) a record, keeping
+  // indexes and the dirty set up to date.
+  void set_pod(const std::string& key, std::unique_ptr<PodInfo> next);
+  void set_service(const std::string& key, std::unique_ptr<ServiceInfo> next);
+  void set_slice(const std::string& key, const EndpointSliceInfo* next);
+  void set_namespace(const std::string& name, const NamespaceInfo* next);
+
+  // model_flush.cpp
+  Delta flush();
+  ResourcePtr render(const std::string& id);
+  std::vector<std::string> service_endpoints(const std::string& key, const ServiceInfo& svc);
+
+ private:
+  void index_pod(const PodInfo* p, bool add);
+  void index_service(const ServiceInfo* s, bool add);
+  // Marks the services whose endpoints may involve this pod.
+  void mark_services_of(const PodInfo& p);
+};
+
+// "<ns>\0<key>\0<value>": label index keys.
+inline std::string label_key(const std::string& ns, const std::string& k, const std::string& v) {
+  std::string out;
+  out.reserve(ns.size() + k.size() + v.size() + 2);
+  out.append(ns).push_back('\0');
+  out.append(k).push_back('\0');
+  out.append(v);
+  return out;
+}
+
+}  // namespace warren::controller

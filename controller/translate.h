@@ -1,0 +1,116 @@
+// Translation of Kubernetes objects into warren-node's resources (DESIGN.md §6,
+// common/include/warren/config.h), in two steps:
+//  1. extraction: a validated object → a compact record holding only what
+//     translation needs (the model keeps these, never a Pod's full JSON);
+//  2. rendering: records → the resource JSON nodes receive.
+// Both are pure; the model (model*.cpp) decides what to render and when.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace warren::controller {
+
+// Labels and annotations, sorted by key.
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+inline constexpr const char* kUseWaypointLabel = "warren.io/use-waypoint";
+
+enum class PodPhase : uint8_t { kPending, kRunning, kSucceeded, kFailed, kUnknown };
+
+struct PodInfo {
+  std::string uid, name, ns;
+  std::string service_account;  // "default" when the pod names none
+  std::string node;             // spec.nodeName; empty before scheduling
+  Labels labels;
+  Labels annotations;  // warren.io/* only
+  std::vector<std::string> ips;  // status.podIPs, else status.podIP
+  // Named container ports (for Services whose targetPort is a name).
+  std::vector<std::pair<std::string, uint16_t>> named_ports;
+  PodPhase phase = PodPhase::kPending;
+  bool host_network = false;
+  bool deleting = false;  // metadata.deletionTimestamp set: still running, being stopped
+
+  bool terminated() const { return phase == PodPhase::kSucceeded || phase == PodPhase::kFailed; }
+  // What becomes a workload resource: Running with an IP.
+  bool is_workload() const { return phase == PodPhase::kRunning && !ips.empty(); }
+  bool operator==(const PodInfo&) const = default;
+};
+
+struct ServicePortInfo {
+  uint16_t port = 0;
+  uint16_t target_port = 0;  // 0: a named port (target_name) or none (same as port)
+  std::string target_name;
+  std::string name;
+  bool operator==(const ServicePortInfo&) const = default;
+};
+
+struct ServiceInfo {
+  std::string name, ns;
+  std::vector<std::string> vips;  // spec.clusterIPs (or clusterIP), without "None"
+  std::vector<ServicePortInfo> ports;  // TCP ports only: nodes proxy TCP
+  Labels selector;  // empty: no selector (endpoints from EndpointSlices only)
+  bool operator==(const ServiceInfo&) const = default;
+};
+
+struct EndpointSliceInfo {
+  std::string ns, name;
+  std::string service;  // label kubernetes.io/service-name; empty: belongs to no service
+  std::vector<std::string> ready_uids;  // endpoints[].targetRef.uid (kind Pod, ready not false), sorted
+  bool operator==(const EndpointSliceInfo&) const = default;
+};
+
+struct NamespaceInfo {
+  std::string name;
+  Labels labels;
+  bool operator==(const NamespaceInfo&) const = default;
+};
+
+// ---- extraction (the object has passed validate_object) ----
+
+// A pod without status.phase is taken as Pending (the Kubernetes default);
+// the local source fills in Running for pods that give none (local_source.h).
+PodInfo pod_info(const nlohmann::json& obj);
+ServiceInfo service_info(const nlohmann::json& obj);
+EndpointSliceInfo endpoint_slice_info(const nlohmann::json& obj);
+NamespaceInfo namespace_info(const nlohmann::json& obj);
+
+// ---- rendering ----
+
+// The value of a label, or nullptr.
+const std::string* find_label(const Labels& labels, std::string_view key);
+// Every selector label is present with the same value (an empty selector matches nothing).
+bool selector_matches(const Labels& selector, const Labels& labels);
+// The pod's waypoint: its warren.io/use-waypoint label, else its namespace's;
+// "none" on the pod opts out of the namespace's waypoint. May be empty.
+std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels);
+
+// workload/<uid>: {uid, name, namespace, serviceAccount, node, ips, protocol
+// (HBONE, NONE for hostNetwork pods), labels, annotations, waypoint}. `ips`
+// are the pod's IPs it holds alone (the model resolves shared IPs).
+nlohmann::json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips,
+                                 const std::string& waypoint);
+// service/<ns>/<name>: {name, namespace, hostname, vips, ports, endpoints}.
+// `target_ports[i]` is ports[i]'s numeric target port (0: leave out, the node
+// uses the port); the model resolves named ones from the endpoints' pods.
+nlohmann::json service_resource(const ServiceInfo& svc, const std::vector<std::string>& vips,
+                                const std::vector<uint16_t>& target_ports,
+                                const std::vector<std::string>& endpoint_uids, const std::string& cluster_domain);
+// namespace/<name>: {name, labels}.
+nlohmann::json namespace_resource(const NamespaceInfo& ns);
+
+// Resource ids (model.h).
+inline std::string workload_id(const std::string& uid) { return "workload/" + uid; }
+inline std::string service_id(const std::string& ns, const std::string& name) { return "service/" + ns + "/" + name; }
+inline std::string namespace_id(const std::string& name) { return "namespace/" + name; }
+inline std::string policy_id(const std::string& ns, const std::string& name) { return "policy/" + ns + "/" + name; }
+inline std::string peerauth_id(const std::string& ns, const std::string& name) {
+  return "peerauth/" + ns + "/" + name;
+}
+
+}  // namespace warren::controller
