@@ -467,3 +467,18 @@ Result<void> Ca::save(const std::string& cert_file, const std::string& key_file)
 }
 
 }  // namespace warren::certs
+
+// ---- IdentityStore, in-memory edits (the file-backed part is in identity_store.cpp) ------
+
+namespace warren::certs {
+
+void IdentityStore::put(std::shared_ptr<const Identity> id) {
+  if (!id) return;
+  by_id_[id->spiffe_id] = std::move(id);
+}
+
+bool IdentityStore::remove(const std::string& spiffe_id) { return by_id_.erase(spiffe_id) > 0; }
+
+void IdentityStore::set_roots(std::vector<X509Ptr> roots) { roots_ = std::move(roots); }
+
+}  // namespace warren::certs

@@ -164,6 +164,16 @@ class IdentityStore {
   // key.pem are both gone.
   ReloadReport reload();
 
+  // In-memory use, for warren-node in controller mode where certificates come
+  // from the CA, not from files (nodeproxy/cert_manager.h). These edit what
+  // get()/ids()/roots() return; a later load() or reload() rebuilds from the
+  // directory and drops what was put here, so do not mix the two on one store.
+  // put: adds or replaces the identity with id->spiffe_id (the caller has
+  // checked the key and chain); remove: true when there was one.
+  void put(std::shared_ptr<const Identity> id);
+  bool remove(const std::string& spiffe_id);
+  void set_roots(std::vector<X509Ptr> roots);
+
   std::shared_ptr<const Identity> get(const std::string& spiffe_id) const;
   std::vector<std::string> ids() const;  // sorted
   const std::vector<X509Ptr>& roots() const { return roots_; }
