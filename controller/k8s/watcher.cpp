@@ -77,8 +77,8 @@ void KindWatcher::on_list(Result<HttpResponse> r) {
     if (!absent_logged_) {
       spdlog::warn(
           "kubernetes: {} ({}) is not served (CRD not installed?); treating it as empty and "
-          "listing again every {} s",
-          kind_.kind, api_version_, opts_.absent_retry.count() / 1000);
+          "listing again every {} ms",
+          kind_.kind, api_version_, opts_.absent_retry.count());
       absent_logged_ = true;
     }
     absent_ = true;
