@@ -28,9 +28,13 @@ bool blank(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c) != 0; });
 }
 
-bool self_signed(X509* c) { return X509_self_signed(c, 1) == 1; }
+bool self_signed(X509* c) {
+  return X509_self_signed(c, 1) == 1;
+}
 
-Error invalid(std::string msg) { return make_error(Errc::kInvalidArgument, std::move(msg)); }
+Error invalid(std::string msg) {
+  return make_error(Errc::kInvalidArgument, std::move(msg));
+}
 
 Result<void> check_options(const CaOptions& o) {
   if (auto r = certs::parse_spiffe_id("spiffe://" + o.trust_domain + "/ns/a/sa/b", nullptr); !r)
@@ -46,7 +50,8 @@ Result<std::vector<X509Ptr>> read_cas(std::string_view pem, const std::string& w
   auto certs = certs::read_certs_pem(pem);
   if (!certs) return certs.error().wrap(what);
   for (auto& c : *certs)
-    if (X509_check_ca(c.get()) == 0) return invalid(what + ": holds a certificate that is not a CA");
+    if (X509_check_ca(c.get()) == 0)
+      return invalid(what + ": holds a certificate that is not a CA");
   return certs;
 }
 
@@ -54,7 +59,8 @@ Result<std::vector<X509Ptr>> read_cas_file(const std::string& path) {
   auto certs = certs::read_certs_file(path);
   if (!certs) return certs.error();
   for (auto& c : *certs)
-    if (X509_check_ca(c.get()) == 0) return invalid(path + ": holds a certificate that is not a CA");
+    if (X509_check_ca(c.get()) == 0)
+      return invalid(path + ": holds a certificate that is not a CA");
   return certs;
 }
 
@@ -146,8 +152,9 @@ Result<CertificateAuthority> CertificateAuthority::create(CaOptions opts) {
     ca.generated_ = true;
     where = o.state_dir + "/root-cert.pem";
   } else {
-    return invalid("no signing CA: give a certificate and key file, or a state directory for a "
-                   "generated root");
+    return invalid(
+        "no signing CA: give a certificate and key file, or a state directory for a "
+        "generated root");
   }
   if (!o.extra_roots_file.empty()) {
     auto c = read_cas_file(o.extra_roots_file);
@@ -171,7 +178,8 @@ Result<CertificateAuthority> CertificateAuthority::from_pem(std::string_view cer
   CertificateAuthority ca;
   ca.opts_ = std::move(opts);
   ca.signer_ = certs::Ca{std::move(certs->front()), std::move(*key)};
-  if (X509_check_ca(ca.signer_.cert.get()) == 0) return invalid("certificate: not a CA certificate");
+  if (X509_check_ca(ca.signer_.cert.get()) == 0)
+    return invalid("certificate: not a CA certificate");
   if (!certs::key_matches(ca.signer_.cert.get(), ca.signer_.key.get()))
     return invalid("key: private key does not match the certificate");
   std::vector<X509Ptr> chain, extra;
@@ -186,8 +194,7 @@ Result<CertificateAuthority> CertificateAuthority::from_pem(std::string_view cer
     if (!c) return c.error();
     extra = std::move(*c);
   }
-  if (auto r = ca.assemble(std::move(chain), std::move(extra), "certificate"); !r)
-    return r.error();
+  if (auto r = ca.assemble(std::move(chain), std::move(extra), "certificate"); !r) return r.error();
   return ca;
 }
 
@@ -214,13 +221,15 @@ Result<void> CertificateAuthority::assemble(std::vector<X509Ptr> chain, std::vec
                    "chain with the root, or add it to the extra trusted roots)");
   chain_not_after_ = certs::not_after_of(s);
   for (const auto* list : {&intermediates_, &chain_roots_})
-    for (const auto& c : *list) chain_not_after_ = std::min(chain_not_after_, certs::not_after_of(c.get()));
+    for (const auto& c : *list)
+      chain_not_after_ = std::min(chain_not_after_, certs::not_after_of(c.get()));
   auto t = now();
   if (chain_not_after_ <= t)
-    return invalid(where + ": the signing chain expired at " + log::rfc3339_millis(chain_not_after_));
+    return invalid(where + ": the signing chain expired at " +
+                   log::rfc3339_millis(chain_not_after_));
   if (auto r = probe(); !r)
-    return invalid(where + ": the signing certificate does not chain to a trusted root: " +
-                   r.error().message);
+    return invalid(
+        where + ": the signing certificate does not chain to a trusted root: " + r.error().message);
   chain_tail_pem_.clear();
   for (auto& c : intermediates_) chain_tail_pem_ += certs::to_pem(c.get());
   if (chain_not_after_ - t < opts_.workload_ttl)
@@ -261,7 +270,8 @@ Result<void> CertificateAuthority::probe() const {
   auto t = now();
   auto leaf = certs::issue_workload_cert(
       signer_, key->get(), "spiffe://" + opts_.trust_domain + "/ns/warren-system/sa/ca-probe",
-      t - std::chrono::minutes(1), std::min<Clock::time_point>(t + std::chrono::hours(1), chain_not_after_));
+      t - std::chrono::minutes(1),
+      std::min<Clock::time_point>(t + std::chrono::hours(1), chain_not_after_));
   if (!leaf) return leaf.error();
   std::vector<X509*> inter;
   for (auto& c : intermediates_) inter.push_back(c.get());
@@ -288,8 +298,10 @@ Result<void> CertificateAuthority::set_extra_roots_pem(std::string_view pem) {
   if (auto r = probe(); !r) {
     extra_roots_ = std::move(old);
     rebuild_bundle();
-    return invalid("extra roots: the signing certificate would no longer chain to a trusted "
-                   "root: " + r.error().message);
+    return invalid(
+        "extra roots: the signing certificate would no longer chain to a trusted "
+        "root: " +
+        r.error().message);
   }
   spdlog::info("CA: trust bundle now holds {} root(s), fingerprint {}", roots_.size(),
                fingerprint_.substr(0, 16));
@@ -312,9 +324,9 @@ Result<std::string> CertificateAuthority::sign(std::string_view csr_pem,
   certs::SpiffeId id;
   if (auto r = certs::parse_spiffe_id(spiffe_id, &id); !r) return refuse(r.error(), spiffe_id);
   if (id.trust_domain != opts_.trust_domain)
-    return refuse(make_error(Errc::kPermissionDenied,
-                             "outside the trust domain " + opts_.trust_domain),
-                  spiffe_id);
+    return refuse(
+        make_error(Errc::kPermissionDenied, "outside the trust domain " + opts_.trust_domain),
+        spiffe_id);
   if (ttl.count() <= 0) ttl = opts_.workload_ttl;
   ttl = std::min(ttl, opts_.max_ttl);
   auto t = now();
@@ -339,9 +351,9 @@ Result<std::string> CertificateAuthority::sign_for_node(const std::string& node,
     return refuse(make_error(Errc::kPermissionDenied, "no node authorizer is configured"),
                   spiffe_id);
   if (!opts_.authorize(node, spiffe_id))
-    return refuse(make_error(Errc::kPermissionDenied,
-                             "node " + node + " runs no pod with this identity"),
-                  spiffe_id);
+    return refuse(
+        make_error(Errc::kPermissionDenied, "node " + node + " runs no pod with this identity"),
+        spiffe_id);
   return sign(csr_pem, spiffe_id, ttl);
 }
 

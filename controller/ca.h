@@ -55,11 +55,11 @@ using NodeAuthorizer = std::function<bool(const std::string& node, const std::st
 
 struct CaOptions {
   std::string trust_domain = "cluster.local";
-  std::string cert_file, key_file, chain_file;  // a user-supplied signing CA
-  std::string extra_roots_file;                 // further trusted roots (rotation)
-  std::string state_dir;                        // where a generated root lives
-  std::chrono::seconds workload_ttl = std::chrono::hours(24);      // when a CSR asks for none
-  std::chrono::seconds max_ttl = std::chrono::hours(24 * 90);      // Istio's cap
+  std::string cert_file, key_file, chain_file;                 // a user-supplied signing CA
+  std::string extra_roots_file;                                // further trusted roots (rotation)
+  std::string state_dir;                                       // where a generated root lives
+  std::chrono::seconds workload_ttl = std::chrono::hours(24);  // when a CSR asks for none
+  std::chrono::seconds max_ttl = std::chrono::hours(24 * 90);  // Istio's cap
   std::chrono::seconds root_ttl = std::chrono::hours(24 * 365 * 10);  // generated root
   std::string root_common_name = "Warren Root CA";
   NodeAuthorizer authorize;  // for sign_for_node; unset: sign_for_node refuses
@@ -144,8 +144,8 @@ class CertificateAuthority {
   std::vector<certs::X509Ptr> intermediates_;  // the signer unless a root, up to the root
   std::vector<certs::X509Ptr> chain_roots_;    // the signing chain's root(s)
   std::vector<certs::X509Ptr> extra_roots_;
-  std::vector<certs::X509Ptr> roots_;          // chain_roots_ + extra_roots_, deduplicated
-  std::string chain_tail_pem_;                 // intermediates, appended to every leaf
+  std::vector<certs::X509Ptr> roots_;  // chain_roots_ + extra_roots_, deduplicated
+  std::string chain_tail_pem_;         // intermediates, appended to every leaf
   std::string bundle_pem_, fingerprint_;
   Clock::time_point chain_not_after_{};
   bool generated_ = false;

@@ -75,7 +75,8 @@ Result<void> CertManager::set_trust_bundle(std::string_view pem) {
   if (!roots) return roots.error().wrap("trust bundle");
   for (auto& r : *roots)
     if (X509_check_ca(r.get()) == 0)
-      return make_error(Errc::kInvalidArgument, "trust bundle: holds a certificate that is not a CA");
+      return make_error(Errc::kInvalidArgument,
+                        "trust bundle: holds a certificate that is not a CA");
   const auto& cur = store_.roots();
   auto holds = [](const std::vector<certs::X509Ptr>& set, X509* c) {
     return std::any_of(set.begin(), set.end(),
@@ -92,8 +93,10 @@ Result<void> CertManager::set_trust_bundle(std::string_view pem) {
     std::vector<X509*> chain;
     for (auto& c : e.current->chain) chain.push_back(c.get());
     if (auto r = certs::verify_chain(e.current->leaf.get(), chain, store_.root_ptrs(), t); !r) {
-      spdlog::info("certificate for {} does not verify against the new trust bundle ({}): "
-                   "renewing now, keeping it until then", id, r.error().message);
+      spdlog::info(
+          "certificate for {} does not verify against the new trust bundle ({}): "
+          "renewing now, keeping it until then",
+          id, r.error().message);
       e.next_attempt = t;
     }
   }
@@ -105,7 +108,9 @@ Result<void> CertManager::set_trust_bundle(std::string_view pem) {
   return {};
 }
 
-void CertManager::check_now() { evaluate(); }
+void CertManager::check_now() {
+  evaluate();
+}
 
 void CertManager::retry_failed_now() {
   auto t = now();
@@ -252,8 +257,8 @@ void CertManager::fail(Entry& e, const std::string& id, const Error& err) {
   e.in_flight = false;
   e.pending_key.reset();
   e.last_error = err.message;
-  double ms = static_cast<double>(opts_.min_backoff.count()) *
-              std::pow(2.0, std::min(e.failures - 1, 30u));
+  double ms =
+      static_cast<double>(opts_.min_backoff.count()) * std::pow(2.0, std::min(e.failures - 1, 30u));
   ms = std::min(ms, static_cast<double>(opts_.max_backoff.count()));
   ms += uniform(ms / 10);  // spread a fleet's retries
   auto t = now();

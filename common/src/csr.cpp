@@ -43,7 +43,9 @@ Error ssl_err(const std::string& what) {
   return make_error(Errc::kTls, detail.empty() ? what : what + ": " + detail);
 }
 
-int no_password(char*, int, int, void*) { return 0; }
+int no_password(char*, int, int, void*) {
+  return 0;
+}
 
 bool is_p256(EVP_PKEY* key) {
   if (key == nullptr || !EVP_PKEY_is_a(key, "EC")) return false;

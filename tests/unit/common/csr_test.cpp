@@ -183,7 +183,9 @@ TEST_CASE("csr: a tampered CSR does not verify") {
     REQUIRE(at != std::string::npos);
     bytes.replace(at, 7, "sa/cash");
   }
-  SECTION("a flipped bit in the signature") { bytes[bytes.size() - 2] ^= 0x01; }
+  SECTION("a flipped bit in the signature") {
+    bytes[bytes.size() - 2] ^= 0x01;
+  }
 
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   Req bad(d2i_X509_REQ(nullptr, &p, static_cast<long>(bytes.size())));

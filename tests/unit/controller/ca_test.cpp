@@ -1,10 +1,9 @@
 #include "ca.h"
 
 #include <openssl/x509.h>
-#include <uv.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -40,7 +39,9 @@ struct TempDir {
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
-void write(const std::string& p, const std::string& data) { std::ofstream(p, std::ios::trunc) << data; }
+void write(const std::string& p, const std::string& data) {
+  std::ofstream(p, std::ios::trunc) << data;
+}
 
 Ca new_root(const std::string& cn = "test root", std::chrono::seconds life = 24h * 365) {
   auto key = generate_p256_key();
@@ -196,7 +197,9 @@ TEST_CASE("ca: an intermediate chain verifies with only the root trusted") {
   opts.cert_file = dir / "ca-cert.pem";
   opts.key_file = dir / "ca-key.pem";
   opts.chain_file = dir / "cert-chain.pem";
-  SECTION("chain file holds the root") { write(opts.chain_file, to_pem(root.cert.get())); }
+  SECTION("chain file holds the root") {
+    write(opts.chain_file, to_pem(root.cert.get()));
+  }
   SECTION("chain file repeats the signer, as Istio's cert-chain.pem does") {
     write(opts.chain_file, to_pem(inter.cert.get()) + to_pem(root.cert.get()));
   }

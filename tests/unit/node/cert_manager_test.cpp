@@ -124,7 +124,8 @@ struct Env {
   bool run_until(const std::function<bool()>& pred) {
     uv_timer_t tick;
     uv_timer_init(&loop, &tick);
-    uv_timer_start(&tick, [](uv_timer_t*) {}, 1, 1);
+    uv_timer_start(
+        &tick, [](uv_timer_t*) {}, 1, 1);
     auto end = std::chrono::steady_clock::now() + 5s;
     while (!pred() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
     uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
@@ -149,8 +150,12 @@ bool has(const std::vector<std::string>& v, const std::string& s) {
 TEST_CASE("cert manager: issues certificates for wanted ids") {
   Env env;
   SECTION("answers on a later loop turn") {}
-  SECTION("answers inside request()") { env.transport.synchronous = true; }
-  SECTION("answers carry the root") { env.transport.mode = FakeTransport::Mode::kWithRoot; }
+  SECTION("answers inside request()") {
+    env.transport.synchronous = true;
+  }
+  SECTION("answers carry the root") {
+    env.transport.mode = FakeTransport::Mode::kWithRoot;
+  }
   env.cm->set_wanted({kA, kB, "not-a-spiffe-id"});
   REQUIRE(env.run_until([&] { return env.installed(kA) && env.installed(kB); }));
   CHECK(env.cm->counters().issued == 2);
