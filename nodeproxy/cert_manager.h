@@ -10,6 +10,10 @@
 // renewal failed (istio#56452). Identities no longer wanted are dropped after
 // a grace period; connections already using them keep their SSL_CTX refs.
 //
+// A certificate that expires while renewals keep failing stays installed
+// until a new one arrives (handshakes fail with or without it); status()
+// shows its not_after and the last error.
+//
 // Requests wait for the first trust bundle (set_trust_bundle): a chain can
 // not be checked without one.
 //
