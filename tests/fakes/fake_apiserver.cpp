@@ -279,6 +279,10 @@ void FakeApiServer::set_event_delay(std::chrono::milliseconds d) {
   impl_->run([&] { impl_->event_delay = d; });
 }
 
+void FakeApiServer::set_expired_watch_as_event(bool as_event) {
+  impl_->run([&] { impl_->expired_as_event = as_event; });
+}
+
 std::vector<RecordedRequest> FakeApiServer::requests() {
   return impl_->run([&] { return impl_->requests; });
 }

@@ -111,6 +111,10 @@ class FakeApiServer {
   void end_watches(const std::string& kind);
   void send_bookmarks(const std::string& kind);
   void set_event_delay(std::chrono::milliseconds d);
+  // How a watch from a compacted resourceVersion is refused: HTTP 410 (false,
+  // the default) or, as kube-apiserver's watch cache does, 200 and then an
+  // ERROR event with a 410 Status, ending the stream (true).
+  void set_expired_watch_as_event(bool as_event);
 
   // ---- observation ----
   std::vector<RecordedRequest> requests();

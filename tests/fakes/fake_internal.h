@@ -92,6 +92,7 @@ struct FakeApiServer::Impl {
   std::set<Watch*> watches;
   std::map<std::string, int> fail_next;  // kind -> HTTP status for its next watch
   std::chrono::milliseconds event_delay{0};
+  bool expired_as_event = false;
   std::vector<RecordedRequest> requests;
   std::vector<StatusPatch> patches;
 

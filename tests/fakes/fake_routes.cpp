@@ -207,7 +207,8 @@ void FakeApiServer::Impl::start_watch(Conn* c, const ResourceType& t, const std:
   }
   std::vector<WatchEvent> replay;
   Outcome o = store.events_since(t, ns, query_param(req.query, "resourceVersion"), &replay);
-  if (!o.ok()) {
+  bool expired_event = o.code == 410 && expired_as_event;
+  if (!o.ok() && !expired_event) {
     rec.status = o.code;
     c->respond(o.code, o.body);
     return;
@@ -243,6 +244,11 @@ void FakeApiServer::Impl::start_watch(Conn* c, const ResourceType& t, const std:
   Watch* raw = w.get();
   c->watch = std::move(w);
   watches.insert(raw);
+  if (expired_event) {
+    enqueue(raw, nlohmann::json({{"type", "ERROR"}, {"object", o.body}}).dump() + "\n");
+    end_watch(raw);
+    return;
+  }
   for (auto& ev : replay) {
     enqueue(raw, nlohmann::json({{"type", ev.type}, {"object", ev.object}}).dump() + "\n");
   }
