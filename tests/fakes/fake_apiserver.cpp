@@ -279,6 +279,11 @@ void FakeApiServer::set_event_delay(std::chrono::milliseconds d) {
   impl_->run([&] { impl_->event_delay = d; });
 }
 
+void FakeApiServer::fail_requests(const std::string& method, const std::string& path,
+                                  int http_status, int times) {
+  impl_->run([&] { impl_->injected.push_back({method, path, http_status, times}); });
+}
+
 void FakeApiServer::set_expired_watch_as_event(bool as_event) {
   impl_->run([&] { impl_->expired_as_event = as_event; });
 }

@@ -13,7 +13,7 @@
 //   GET    <collection>?watch=1&resourceVersion=R[&allowWatchBookmarks=true][&timeoutSeconds=T]
 //          chunked stream, one JSON event per line; events after R replayed first
 //   GET/PUT/PATCH/DELETE <collection>/<name>, POST <collection>
-//   PATCH  <collection>/<name>/status               (merge patch; recorded, see status_patches())
+//   PATCH  <collection>/<name>/status               (merge patch; successful ones recorded, see status_patches())
 //   POST   /apis/authentication.k8s.io/v1/tokenreviews   (answers from set_token_review())
 //   anything else, or a kind switched off with set_served(kind, false): 404 Status.
 // Authentication: "Authorization: Bearer <t>" with t among set_tokens(), or
@@ -25,7 +25,8 @@
 // expire_watches() (in-stream ERROR event, Status code 410, then the stream
 // ends), drop_watches() (connection closed mid-stream, no final chunk),
 // end_watches() (clean end, as the server's watch timeout), send_bookmarks(),
-// set_event_delay() (slow streams), set_tokens() (expire/rotate tokens).
+// set_event_delay() (slow streams), set_tokens() (expire/rotate tokens),
+// set_expired_watch_as_event(), fail_requests() (any status for any request).
 //
 // Every public method is thread-safe and synchronous: it runs on the server
 // thread and waits. Do not call it from the server's own thread.
@@ -111,6 +112,10 @@ class FakeApiServer {
   void end_watches(const std::string& kind);
   void send_bookmarks(const std::string& kind);
   void set_event_delay(std::chrono::milliseconds d);
+  // The next `times` requests with this method and exact path are answered
+  // with `http_status` and a Status (after authentication).
+  void fail_requests(const std::string& method, const std::string& path, int http_status,
+                     int times = 1);
   // How a watch from a compacted resourceVersion is refused: HTTP 410 (false,
   // the default) or, as kube-apiserver's watch cache does, 200 and then an
   // ERROR event with a 410 Status, ending the stream (true).

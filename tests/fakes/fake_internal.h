@@ -93,6 +93,12 @@ struct FakeApiServer::Impl {
   std::map<std::string, int> fail_next;  // kind -> HTTP status for its next watch
   std::chrono::milliseconds event_delay{0};
   bool expired_as_event = false;
+  struct Injected {
+    std::string method, path;
+    int status;
+    int times;
+  };
+  std::vector<Injected> injected;
   std::vector<RecordedRequest> requests;
   std::vector<StatusPatch> patches;
 

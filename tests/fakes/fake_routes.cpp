@@ -116,6 +116,16 @@ void FakeApiServer::Impl::handle(Conn* c, HttpReq& req) {
     requests.push_back(rec);
     return;
   }
+  for (auto it = injected.begin(); it != injected.end(); ++it) {
+    if (it->method != req.method || it->path != req.path) continue;
+    int code = it->status;
+    if (--it->times <= 0) injected.erase(it);
+    const char* reason = code == 409 ? "Conflict" : code == 410 ? "Expired" : code == 404 ? "NotFound"
+                         : code == 403 ? "Forbidden" : "InternalError";
+    reply(code, make_status(code, reason, "injected failure"));
+    requests.push_back(rec);
+    return;
+  }
   auto body = req.body.empty() ? nlohmann::json() : nlohmann::json::parse(req.body, nullptr, false);
   if (req.method == "POST" && req.path == "/apis/authentication.k8s.io/v1/tokenreviews") {
     std::string token = body.is_object() && body["spec"].is_object()
@@ -181,7 +191,7 @@ void FakeApiServer::Impl::handle(Conn* c, HttpReq& req) {
     } else {
       bool status_only = r.sub == "status";
       out = store.patch(t, r.ns, r.name, body, status_only);
-      if (status_only) patches.push_back({t.kind, r.ns, r.name, ct, body});
+      if (status_only && out.ok()) patches.push_back({t.kind, r.ns, r.name, ct, body});
     }
   } else if (req.method == "DELETE" && !r.name.empty() && r.sub.empty()) {
     out = store.remove(t, r.ns, r.name);
