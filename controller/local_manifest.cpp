@@ -52,7 +52,7 @@ Result<void> add(std::vector<ManifestObject>& out, json doc, int line, int depth
                                                   ": must be an object, got " + show(doc));
   auto kind = doc.find("kind");
   auto items = doc.find("items");
-  bool list = kind != doc.end() && kind->is_string() && kind->get_ref<const std::string&>().size() > 4 &&
+  bool list = kind != doc.end() && kind->is_string() && kind->get_ref<const std::string&>().size() >= 4 &&
               kind->get_ref<const std::string&>().ends_with("List") && items != doc.end();
   if (!list || depth > 2) {
     out.push_back({std::move(doc), line});
@@ -103,13 +103,13 @@ Result<std::vector<ManifestObject>> parse_manifest(const std::string& text, bool
   // Split at document separators; each document is parsed alone (warren's
   // yaml_to_json takes one), padded with newlines so that yaml-cpp's line
   // numbers are the file's.
-  int line_no = 1, doc_line = 1;
+  int line_no = 1, doc_line = 1, first_line = 1;  // where the text starts; where the document's content does
   std::string doc;
   auto finish = [&]() -> Result<void> {
     if (blank(doc)) return {};
     auto j = config::yaml_to_json(std::string(doc_line - 1, '\n') + doc);
-    if (!j) return make_error(Errc::kInvalidArgument, tidy_yaml_error(j.error().message, doc_line));
-    return add(out, std::move(j.value()), doc_line);
+    if (!j) return make_error(Errc::kInvalidArgument, tidy_yaml_error(j.error().message, first_line));
+    return add(out, std::move(j.value()), first_line);
   };
   size_t pos = 0;
   while (pos <= text.size()) {
@@ -121,7 +121,9 @@ Result<std::vector<ManifestObject>> parse_manifest(const std::string& text, bool
       doc.append(line.substr(3));
       doc += '\n';
       doc_line = line_no;
-      if (line.substr(0, 3) == "...") doc.clear(), doc_line = line_no + 1;
+      bool inline_content = line.substr(3).find_first_not_of(" \t\r") != std::string_view::npos;
+      first_line = inline_content ? line_no : line_no + 1;
+      if (line.substr(0, 3) == "...") doc.clear(), doc_line = first_line = line_no + 1;
     } else {
       doc.append(line);
       doc += '\n';

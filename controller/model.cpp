@@ -89,7 +89,7 @@ void Model::upsert(const std::string& origin, json obj) {
     auto& slot = m.node_objects[node_object_id(key)];
     if (!slot || *slot != *body) {
       slot = std::move(body);
-      m.dirty.insert(node_object_id(key));
+      m.mark(node_object_id(key));
     }
   } else {
     m.held.insert_or_assign(key, trim(std::move(obj), key.kind));
@@ -111,7 +111,7 @@ void Model::remove(const ObjectKey& key) {
   } else if (key.kind == "Namespace") {
     m.set_namespace(key.name, nullptr);
   } else if (is_node_object(key.kind)) {
-    if (m.node_objects.erase(node_object_id(key))) m.dirty.insert(node_object_id(key));
+    if (m.node_objects.erase(node_object_id(key))) m.mark(node_object_id(key));
   } else {
     m.held.erase(key);
   }

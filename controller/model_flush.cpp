@@ -10,13 +10,20 @@ namespace warren::controller {
 
 using nlohmann::json;
 
+void Model::Impl::compact_dirty() {
+  std::sort(dirty.begin(), dirty.end());
+  dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
+  dirty_compacted = dirty.size();
+}
+
 Delta Model::Impl::flush() {
   Delta d;
   d.version = version;
   if (dirty.empty()) return d;
-  std::vector<std::string> ids(dirty.begin(), dirty.end());
-  dirty.clear();
-  std::sort(ids.begin(), ids.end());
+  compact_dirty();
+  std::vector<std::string> ids;
+  ids.swap(dirty);
+  dirty_compacted = 0;
   for (auto& id : ids) {
     ResourcePtr body = render(id);
     auto it = resources.lower_bound(id);

@@ -21,7 +21,15 @@ struct Model::Impl {
   bool synced = false;
   uint64_t version = 0;
   std::map<std::string, ResourcePtr> resources;
-  std::unordered_set<std::string> dirty;  // resource ids to re-render at the next flush
+  // Resource ids to re-render at the next flush (duplicates allowed: a
+  // vector is cheaper than a set for the first full load; flush sorts).
+  std::vector<std::string> dirty;
+  size_t dirty_compacted = 0;
+  void mark(std::string id) {
+    dirty.push_back(std::move(id));
+    if (dirty.size() > 2 * dirty_compacted + 4096) compact_dirty();
+  }
+  void compact_dirty();  // sort and unique
 
   // ---- pods ("<ns>/<name>" → record) ----
   std::unordered_map<std::string, std::unique_ptr<PodInfo>> pods;

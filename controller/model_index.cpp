@@ -57,11 +57,11 @@ void Model::Impl::mark_services_of(const PodInfo& p) {
       auto it = selector_index.find(label_key(p.ns, k, v));
       if (it == selector_index.end()) continue;
       for (const ServiceInfo* s : it->second)
-        if (selector_matches(s->selector, p.labels)) dirty.insert(service_id(s->ns, s->name));
+        if (selector_matches(s->selector, p.labels)) mark(service_id(s->ns, s->name));
     }
   }
   if (auto it = slice_refs.find(p.uid); it != slice_refs.end())
-    for (const auto& svc : it->second) dirty.insert("service/" + svc);
+    for (const auto& svc : it->second) mark("service/" + svc);
 }
 
 void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next) {
@@ -76,7 +76,7 @@ void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next)
                          old->named_ports != next->named_ports;
   std::vector<std::string> ips;
   if (old) {
-    dirty.insert(workload_id(old->uid));
+    mark(workload_id(old->uid));
     if (services_change) mark_services_of(*old);
     if (old->is_workload()) ips = old->ips;
     index_pod(old, false);
@@ -88,7 +88,7 @@ void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next)
     else pods.emplace(key, std::move(next));
     pod_by_uid[p->uid] = p;
     index_pod(p, true);
-    dirty.insert(workload_id(p->uid));
+    mark(workload_id(p->uid));
     if (services_change) mark_services_of(*p);
     if (p->is_workload()) ips.insert(ips.end(), p->ips.begin(), p->ips.end());
   } else {
@@ -97,7 +97,7 @@ void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next)
   // Whoever shares an IP with this pod may gain or lose it.
   for (const auto& ip : ips)
     if (auto c = ip_claims.find(ip); c != ip_claims.end())
-      for (const PodInfo* other : c->second) dirty.insert(workload_id(other->uid));
+      for (const PodInfo* other : c->second) mark(workload_id(other->uid));
 }
 
 void Model::Impl::index_service(const ServiceInfo* s, bool add) {
@@ -118,7 +118,7 @@ void Model::Impl::set_service(const std::string& key, std::unique_ptr<ServiceInf
   ServiceInfo* old = it == services.end() ? nullptr : it->second.get();
   if (!old && !next) return;
   if (old && next && *old == *next) return;
-  dirty.insert("service/" + key);
+  mark("service/" + key);
   std::vector<std::string> vips;
   if (old) {
     vips = old->vips;
@@ -134,7 +134,7 @@ void Model::Impl::set_service(const std::string& key, std::unique_ptr<ServiceInf
   }
   for (const auto& vip : vips)
     if (auto c = vip_claims.find(vip); c != vip_claims.end())
-      for (const ServiceInfo* other : c->second) dirty.insert(service_id(other->ns, other->name));
+      for (const ServiceInfo* other : c->second) mark(service_id(other->ns, other->name));
 }
 
 void Model::Impl::set_slice(const std::string& key, const EndpointSliceInfo* next) {
@@ -144,7 +144,7 @@ void Model::Impl::set_slice(const std::string& key, const EndpointSliceInfo* nex
   auto index = [&](const EndpointSliceInfo& e, bool add) {
     if (e.service.empty()) return;
     std::string svc = e.ns + "/" + e.service;
-    dirty.insert("service/" + svc);
+    mark("service/" + svc);
     if (add) slices_by_service[svc].insert(key);
     else set_erase(slices_by_service, svc, key);
     for (const auto& uid : e.ready_uids) {
@@ -164,12 +164,12 @@ void Model::Impl::set_namespace(const std::string& name, const NamespaceInfo* ne
   const NamespaceInfo* old = it == namespaces.end() ? nullptr : &it->second;
   if (!old && !next) return;
   if (old && next && *old == *next) return;
-  dirty.insert(namespace_id(name));
+  mark(namespace_id(name));
   const std::string* was = old ? find_label(old->labels, kUseWaypointLabel) : nullptr;
   const std::string* now = next ? find_label(next->labels, kUseWaypointLabel) : nullptr;
   if ((was == nullptr) != (now == nullptr) || (was && *was != *now))
     if (auto ws = ns_workloads.find(name); ws != ns_workloads.end())
-      for (const PodInfo* p : ws->second) dirty.insert(workload_id(p->uid));
+      for (const PodInfo* p : ws->second) mark(workload_id(p->uid));
   if (next) namespaces.insert_or_assign(name, *next);
   else namespaces.erase(it);
 }

@@ -202,8 +202,8 @@ json node_policy_object(const json& obj) {
 
 std::string format_problems(const std::string& origin, const ObjectKey& key, const Problems& problems) {
   std::string who = key.kind.empty() ? std::string("object") : key.kind;
-  if (key.name.empty()) who += key.ns.empty() ? " (no name)" : " " + key.ns + "/(no name)";
-  else who = key.to_string();
+  std::string name = key.name.empty() ? "(no name)" : key.name;
+  who += " " + (key.ns.empty() ? name : key.ns + "/" + name);
   std::string out;
   for (const auto& p : problems) {
     if (!out.empty()) out += '\n';

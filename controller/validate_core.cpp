@@ -48,7 +48,7 @@ void check_pod(Checker& c, const json& obj) {
       c.err(field_path("metadata.labels", "warren.io/use-waypoint"),
             show(*wp) + " is not a Gateway name (or \"none\")");
   }
-  const json* spec = c.object(obj, "", "spec", true);
+  const json* spec = c.object(obj, "", "spec");
   if (spec) {
     for (const char* f : {"serviceAccountName", "serviceAccount"}) {
       auto sa = c.string(*spec, "spec", f);

@@ -65,13 +65,13 @@ bool duration(std::string_view s) {
 const json* Checker::object(const json& parent, const std::string& path, std::string_view key,
                             bool required) {
   const json* v = get(parent, key);
-  std::string p = field_path(path, key);
+  auto p = [&] { return field_path(path, key); };
   if (!v) {
-    if (required) err(p, "is required");
+    if (required) err(p(), "is required");
     return nullptr;
   }
   if (!v->is_object()) {
-    err(p, "must be an object, got " + show(*v));
+    err(p(), "must be an object, got " + show(*v));
     return nullptr;
   }
   return v;
@@ -80,16 +80,16 @@ const json* Checker::object(const json& parent, const std::string& path, std::st
 std::optional<std::string> Checker::string(const json& parent, const std::string& path,
                                            std::string_view key, bool required) {
   const json* v = get(parent, key);
-  std::string p = field_path(path, key);
+  auto p = [&] { return field_path(path, key); };
   if (!v) {
-    if (required) err(p, "is required");
+    if (required) err(p(), "is required");
     return std::nullopt;
   }
   if (!v->is_string()) {
-    err(p, "must be a string, got " + show(*v));
+    err(p(), "must be a string, got " + show(*v));
     return std::nullopt;
   }
-  if (required && v->get_ref<const std::string&>().empty()) err(p, "must not be empty");
+  if (required && v->get_ref<const std::string&>().empty()) err(p(), "must not be empty");
   return v->get<std::string>();
 }
 
@@ -101,18 +101,18 @@ void Checker::boolean(const json& parent, const std::string& path, std::string_v
 std::optional<int64_t> Checker::integer(const json& parent, const std::string& path, std::string_view key,
                                         int64_t lo, int64_t hi, bool required) {
   const json* v = get(parent, key);
-  std::string p = field_path(path, key);
+  auto p = [&] { return field_path(path, key); };
   if (!v) {
-    if (required) err(p, "is required");
+    if (required) err(p(), "is required");
     return std::nullopt;
   }
   if (!v->is_number_integer() || (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX))) {
-    err(p, "must be an integer, got " + show(*v));
+    err(p(), "must be an integer, got " + show(*v));
     return std::nullopt;
   }
   int64_t n = v->get<int64_t>();
   if (n < lo || n > hi) {
-    err(p, std::to_string(n) + " is not within " + std::to_string(lo) + ".." + std::to_string(hi));
+    err(p(), std::to_string(n) + " is not within " + std::to_string(lo) + ".." + std::to_string(hi));
     return std::nullopt;
   }
   return n;
@@ -121,16 +121,16 @@ std::optional<int64_t> Checker::integer(const json& parent, const std::string& p
 std::optional<uint16_t> Checker::port(const json& parent, const std::string& path, std::string_view key,
                                       bool required) {
   const json* v = get(parent, key);
-  std::string p = field_path(path, key);
+  auto p = [&] { return field_path(path, key); };
   if (!v) {
-    if (required) err(p, "is required");
+    if (required) err(p(), "is required");
     return std::nullopt;
   }
   if (v->is_number_integer()) {
     int64_t n = v->is_number_unsigned() && v->get<uint64_t>() > 65535 ? 0 : v->get<int64_t>();
     if (n >= 1 && n <= 65535) return static_cast<uint16_t>(n);
   }
-  err(p, show(*v) + " is not a port");
+  err(p(), show(*v) + " is not a port");
   return std::nullopt;
 }
 
@@ -158,9 +158,9 @@ void Checker::duration_field(const json& parent, const std::string& path, std::s
 void Checker::string_map(const json& parent, const std::string& path, std::string_view key) {
   const json* m = object(parent, path, key);
   if (!m) return;
-  std::string p = field_path(path, key);
+  auto p = [&] { return field_path(path, key); };
   for (auto it = m->begin(); it != m->end(); ++it)
-    if (!it->is_string()) err(field_path(p, it.key()), "must be a string, got " + show(*it));
+    if (!it->is_string()) err(field_path(p(), it.key()), "must be a string, got " + show(*it));
 }
 
 void Checker::strings(const json& parent, const std::string& path, std::string_view key) {
