@@ -39,6 +39,18 @@ int main(int argc, char** argv) {
   app.add_option("--connect-timeout-ms", opts.connect_timeout_ms,
                  "Timeout for upstream TCP connects and HBONE dials")
       ->capture_default_str();
+  app.add_option("--controller", opts.controller_address,
+                 "Get configuration and certificates from warren-controller's push server at\n"
+                 "IP:port (15012) instead of the config file's workloads/services/policies and\n"
+                 "certificates; the file then only gives the node, listeners and capture")
+      ->option_text("ADDR");
+  app.add_option("--controller-token", opts.controller_token_file,
+                 "File holding the bearer token presented to the controller (a bootstrap token "
+                 "locally, the service account token in Kubernetes)")
+      ->option_text("FILE");
+  app.add_option("--controller-ca", opts.controller_ca_file,
+                 "PEM roots the controller's certificate must chain to")
+      ->option_text("FILE");
   bool uninstall = false;
   app.add_flag("--uninstall", uninstall,
                "Detach the eBPF capture of this node (pins under the config's capture.bpfPinDir) "

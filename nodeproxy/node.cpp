@@ -9,6 +9,8 @@
 #include "inbound.h"
 #include "inpod.h"
 #include "pool.h"
+#include "cert_manager.h"
+#include "controller_client.h"
 #include "socks_entry.h"
 #include "warren/http_server.h"
 
@@ -51,13 +53,26 @@ Result<SSL_CTX*> Node::server_ctx(const std::string& identity) {
 Result<void> Node::start() {
   auto snap = config::load_file(opts_.config_path);
   if (!snap.ok()) return snap.error();
+  {
+    auto& m = const_cast<config::Snapshot&>(**snap);
+    if (!opts_.controller_address.empty()) m.controller.address = opts_.controller_address;
+    if (!opts_.controller_token_file.empty()) m.controller.token_file = opts_.controller_token_file;
+    if (!opts_.controller_ca_file.empty()) m.controller.ca_file = opts_.controller_ca_file;
+  }
   const auto& s = **snap;
-  cert_dir_ = s.certificates.dir;
-  root_file_ = s.certificates.root_cert;
-  if (auto r = store_.load(cert_dir_, root_file_); !r.ok())
-    return r.error().wrap("loading certificates from " + cert_dir_);
+  const bool controller_mode = !s.controller.address.empty();
+  if (!controller_mode) {
+    if (s.certificates.dir.empty())
+      return make_error(Errc::kInvalidArgument,
+                        opts_.config_path + ": /certificates is required without a controller");
+    cert_dir_ = s.certificates.dir;
+    root_file_ = s.certificates.root_cert;
+    if (auto r = store_.load(cert_dir_, root_file_); !r.ok())
+      return r.error().wrap("loading certificates from " + cert_dir_);
+  }
   snap_ = *snap;
-  for (const auto* w : snap_->local_workloads())
+  for (const auto* w : controller_mode ? std::vector<const config::Workload*>{}
+                                       : snap_->local_workloads())
     if (w->protocol == config::Protocol::kHbone && !store_.get(w->identity))
       spdlog::warn("no certificate for local workload {}/{} ({}): its traffic will be refused",
                    w->namespace_, w->name, w->identity);
@@ -118,6 +133,10 @@ Result<void> Node::start() {
       &cert_timer_, [](uv_timer_t* t) { static_cast<Node*>(t->data)->reload_certs(); },
       opts_.cert_poll_ms, opts_.cert_poll_ms);
   handles_started_ = true;
+  if (controller_mode) {
+    if (auto r = start_controller(*snap_); !r) return r.error();
+    return {};  // ready once the first configuration is applied
+  }
   ready_ = true;
   // Parsing a large document leaves many small freed blocks behind; hand
   // them back so RSS reflects the snapshot, not the parser.
@@ -130,6 +149,11 @@ Result<void> Node::start() {
 
 Result<void> Node::reload_config() {
   if (stopped_) return {};
+  if (controller_) {
+    spdlog::warn("{} changed: in controller mode the bootstrap file is read at start only",
+                 opts_.config_path);
+    return {};
+  }
   auto snap = config::load_file(opts_.config_path);
   if (!snap.ok()) {
     node_metrics_->config_reload(false)->inc();
@@ -178,7 +202,7 @@ Result<void> Node::apply(config::SnapshotPtr snap) {
 }
 
 void Node::reload_certs() {
-  if (stopped_) return;
+  if (stopped_ || cert_manager_) return;
   auto rep = store_.reload();
   for (auto& e : rep.errors) spdlog::warn("certificates: {} (keeping the previous ones)", e.message);
   if (!rep.changed()) return;
@@ -232,6 +256,14 @@ void Node::setup_admin() {
                             .count()}});
     }
     if (inpod_) j["capture"] = inpod_->status();
+    if (controller_)
+      j["controller"] = {{"address", snap_->controller.address},
+                         {"connected", controller_->connected()},
+                         {"epoch", controller_->epoch()},
+                         {"version", controller_->version()},
+                         {"resources", controller_->resources().size()},
+                         {"lastError", controller_->last_error()},
+                         {"certificates", cert_manager_->status_json()}};
     j["hbone"] = {{"poolConnections", pool_->connections()},
                   {"inboundConnections", inbound_->connections()},
                   {"listeners", inbound_->listeners()}};
@@ -281,6 +313,7 @@ void Node::stop() {
   spdlog::info("warren-node stopping");
   socks_->close();
   if (inpod_) inpod_->stop();
+  if (controller_) controller_->stop();
   inbound_->close_all();
   pool_->close_all();
   pool_->stop_timer();

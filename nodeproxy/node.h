@@ -3,6 +3,7 @@
 // paths (SOCKS5 entry, outbound pool, inbound HBONE server).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <uv.h>
 
 #include <map>
@@ -27,6 +28,9 @@ class Pool;
 class Inbound;
 class SocksEntry;
 class InPod;
+class ControllerClient;
+class CertManager;
+class CsrTransport;
 
 // SO_MARK of the proxy's own sockets in pod netns (never captured).
 inline constexpr uint32_t kMeshMark = 0x539;
@@ -37,6 +41,8 @@ struct NodeOptions {
   uint32_t connect_timeout_ms = 10000;
   uint32_t cert_poll_ms = 1000;
   uint32_t config_poll_ms = 500;
+  // Controller mode (override the config file's "controller" section).
+  std::string controller_address, controller_token_file, controller_ca_file;
 };
 
 class Node {
@@ -69,9 +75,18 @@ class Node {
   InPod* inpod() { return inpod_.get(); }
   // The netns to open a pod's sockets in: the enrolled pod owning `ip`, or -1.
   int netns_for(const IpAddr& ip) const;
+  // Controller mode: configuration and certificates come from warren-controller.
+  ControllerClient* controller() { return controller_.get(); }
+  CertManager* cert_manager() { return cert_manager_.get(); }
 
  private:
   Result<void> apply(config::SnapshotPtr snap);
+  // node_controller.cpp
+  Result<void> start_controller(const config::Snapshot& bootstrap);
+  std::map<std::string, std::string> apply_resources(std::map<std::string, nlohmann::json>& res,
+                                                     const std::vector<std::string>& changed);
+  void certificates_changed(const std::vector<std::string>& ids, bool roots_changed);
+  void want_identities();
   void setup_admin();
 
   uv_loop_t* loop_;
@@ -87,6 +102,10 @@ class Node {
   std::unique_ptr<Inbound> inbound_;
   std::unique_ptr<SocksEntry> socks_;
   std::unique_ptr<InPod> inpod_;
+  std::unique_ptr<ControllerClient> controller_;
+  std::unique_ptr<CsrTransport> transport_;
+  std::unique_ptr<CertManager> cert_manager_;
+  nlohmann::json bootstrap_;  // the config file, in controller mode
   std::unique_ptr<http::Server> admin_, metrics_srv_, ready_srv_;
   uv_fs_poll_t config_poll_;
   uv_signal_t sighup_, sigterm_, sigint_;

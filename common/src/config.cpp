@@ -513,7 +513,7 @@ void Parser::capture(const json& doc, Snapshot& s) {
 
 std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
   auto s = std::make_shared<Snapshot>();
-  if (!object(doc, "", {"node", "trustDomain", "rootNamespace", "listeners", "certificates",
+  if (!object(doc, "", {"node", "trustDomain", "rootNamespace", "listeners", "certificates", "controller",
                         "workloads", "services", "policies", "peerAuthentications", "capture",
                         "namespaces"}))
     return s;
@@ -547,9 +547,22 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
   if (const json* c = get(doc, "certificates"); c && object(*c, "/certificates", {"rootCert", "dir"})) {
     s->certificates.root_cert = str(*c, "/certificates", "rootCert", true);
     s->certificates.dir = str(*c, "/certificates", "dir", true);
-  } else if (!c) {
-    err("/certificates", "is required");
   }
+  if (const json* c = get(doc, "controller");
+      c && object(*c, "/controller", {"address", "tokenFile", "caFile"})) {
+    auto& cc = s->controller;
+    if (const json* a = get(*c, "address")) {
+      auto sa = a->is_string() ? SockAddr::parse(a->get_ref<const std::string&>()) : std::nullopt;
+      if (!sa) err("/controller/address", show(*a) + " is not an address (IP:port)");
+      else cc.address = a->get<std::string>();
+    } else {
+      err("/controller/address", "is required");
+    }
+    cc.token_file = str(*c, "/controller", "tokenFile", true);
+    cc.ca_file = str(*c, "/controller", "caFile", true);
+  }
+  if (!get(doc, "certificates") && !get(doc, "controller"))
+    err("/certificates", "is required (or /controller, to get certificates from warren-controller)");
 
   capture(doc, *s);
   if (s->capture.pin_dir.empty() && !s->node_name.empty())
@@ -716,7 +729,12 @@ nlohmann::json to_json(const Snapshot& s) {
                       {"metrics", s.listeners.metrics.to_string()},
                       {"readiness", s.listeners.readiness.to_string()},
                       {"hbonePort", s.listeners.hbone_port}};
-  doc["certificates"] = {{"rootCert", s.certificates.root_cert}, {"dir", s.certificates.dir}};
+  if (!s.certificates.dir.empty())
+    doc["certificates"] = {{"rootCert", s.certificates.root_cert}, {"dir", s.certificates.dir}};
+  if (!s.controller.address.empty())
+    doc["controller"] = {{"address", s.controller.address},
+                         {"tokenFile", s.controller.token_file},
+                         {"caFile", s.controller.ca_file}};
   json ws = json::array();
   for (const auto& w : s.workloads) {
     ws.push_back({{"uid", w.uid}, {"name", w.name}, {"namespace", w.namespace_},
@@ -799,7 +817,8 @@ Result<SnapshotPtr> load_file(const std::string& path) {
   auto s = std::move(r.value());
   // Relative certificate paths are relative to the config file.
   auto base = std::filesystem::path(path).parent_path();
-  for (std::string* p : {&s->certificates.root_cert, &s->certificates.dir})
+  for (std::string* p : {&s->certificates.root_cert, &s->certificates.dir,
+                         &s->controller.token_file, &s->controller.ca_file})
     if (!p->empty() && std::filesystem::path(*p).is_relative() && !base.empty())
       *p = (base / *p).lexically_normal().string();
   return SnapshotPtr(std::move(s));

@@ -77,9 +77,11 @@ int alpn_select_cb(SSL*, const unsigned char** out, unsigned char* outlen, const
 }
 
 // Everything both sides share: protocol, ciphers, identity, trust, no resumption.
-Result<SslCtxPtr> base_ctx(const SSL_METHOD* method, const certs::Identity& id,
+// `id` may be null for a side that presents no certificate (the push client).
+Result<SslCtxPtr> base_ctx(const SSL_METHOD* method, const certs::Identity* id,
                            const std::vector<X509*>& trust_roots, std::string trust_domain) {
-  if (!id.leaf || !id.key) return make_error(Errc::kInvalidArgument, "identity without cert/key");
+  if (id && (!id->leaf || !id->key))
+    return make_error(Errc::kInvalidArgument, "identity without cert/key");
   if (trust_roots.empty()) return make_error(Errc::kInvalidArgument, "empty trust bundle");
   ERR_clear_error();
   SslCtxPtr ctx(SSL_CTX_new(method));
@@ -95,11 +97,13 @@ Result<SslCtxPtr> base_ctx(const SSL_METHOD* method, const certs::Identity& id,
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_max_early_data(c, 0);
 
-  if (SSL_CTX_use_certificate(c, id.leaf.get()) != 1) return ssl_err("using leaf certificate");
-  for (const auto& inter : id.chain)
-    if (SSL_CTX_add1_chain_cert(c, inter.get()) != 1) return ssl_err("adding chain certificate");
-  if (SSL_CTX_use_PrivateKey(c, id.key.get()) != 1) return ssl_err("using private key");
-  if (SSL_CTX_check_private_key(c) != 1) return ssl_err("key does not match certificate");
+  if (id) {
+    if (SSL_CTX_use_certificate(c, id->leaf.get()) != 1) return ssl_err("using leaf certificate");
+    for (const auto& inter : id->chain)
+      if (SSL_CTX_add1_chain_cert(c, inter.get()) != 1) return ssl_err("adding chain certificate");
+    if (SSL_CTX_use_PrivateKey(c, id->key.get()) != 1) return ssl_err("using private key");
+    if (SSL_CTX_check_private_key(c) != 1) return ssl_err("key does not match certificate");
+  }
 
   X509_STORE* store = SSL_CTX_get_cert_store(c);
   for (X509* root : trust_roots)
@@ -127,7 +131,7 @@ Result<SslCtxPtr> make_server_ctx(const certs::Identity& id, const std::vector<X
                                   std::string trust_domain) {
   if (trust_domain.empty())
     return make_error(Errc::kInvalidArgument, "server context needs a trust domain");
-  auto ctx = base_ctx(TLS_server_method(), id, trust_roots, std::move(trust_domain));
+  auto ctx = base_ctx(TLS_server_method(), &id, trust_roots, std::move(trust_domain));
   if (!ctx) return ctx.error();
   SSL_CTX* c = ctx->get();
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
@@ -138,7 +142,29 @@ Result<SslCtxPtr> make_server_ctx(const certs::Identity& id, const std::vector<X
 
 Result<SslCtxPtr> make_client_ctx(const certs::Identity& id,
                                   const std::vector<X509*>& trust_roots) {
-  auto ctx = base_ctx(TLS_client_method(), id, trust_roots, "");
+  auto ctx = base_ctx(TLS_client_method(), &id, trust_roots, "");
+  if (!ctx) return ctx.error();
+  SSL_CTX* c = ctx->get();
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+  if (SSL_CTX_set_alpn_protos(c, kAlpnH2, sizeof kAlpnH2) != 0) return ssl_err("setting ALPN");
+  return ctx;
+}
+
+Result<SslCtxPtr> make_push_server_ctx(const certs::Identity& id) {
+  // The trust store is unused (no client certificates are asked for) but
+  // base_ctx wants one root: the serving chain's own issuer chain will do.
+  std::vector<X509*> roots{id.leaf.get()};
+  auto ctx = base_ctx(TLS_server_method(), &id, roots, "push");
+  if (!ctx) return ctx.error();
+  SSL_CTX* c = ctx->get();
+  SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
+  SSL_CTX_set_client_hello_cb(c, client_hello_cb, nullptr);
+  SSL_CTX_set_alpn_select_cb(c, alpn_select_cb, nullptr);
+  return ctx;
+}
+
+Result<SslCtxPtr> make_push_client_ctx(const std::vector<X509*>& trust_roots) {
+  auto ctx = base_ctx(TLS_client_method(), nullptr, trust_roots, "");
   if (!ctx) return ctx.error();
   SSL_CTX* c = ctx->get();
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);

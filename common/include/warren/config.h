@@ -126,6 +126,14 @@ struct Certificates {
   std::string dir;
 };
 
+// Where the configuration and certificates come from when not from files:
+// warren-controller's push server (DESIGN.md §6). Paths relative to the file.
+struct ControllerConfig {
+  std::string address;     // IP:port of the push server (15012)
+  std::string token_file;  // bearer token (bootstrap token, or service account token)
+  std::string ca_file;     // roots the controller's certificate must chain to
+};
+
 // How pods' traffic reaches this node proxy. kNone: standalone (SOCKS5 entry
 // and HBONE on local workload IPs); kInPod: eBPF capture and listeners inside
 // each enrolled pod's netns (DESIGN.md §5).
@@ -149,6 +157,7 @@ struct Snapshot {
   std::string root_namespace = "istio-system";
   Listeners listeners;
   Certificates certificates;
+  ControllerConfig controller;
   std::vector<Workload> workloads;
   std::vector<Service> services;
   std::vector<AuthorizationPolicy> policies;

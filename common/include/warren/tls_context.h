@@ -54,6 +54,14 @@ Result<SslCtxPtr> make_server_ctx(const certs::Identity& id, const std::vector<X
 // The HBONE client side for identity `id`.
 Result<SslCtxPtr> make_client_ctx(const certs::Identity& id, const std::vector<X509*>& trust_roots);
 
+// The controller's push channel (15012, DESIGN.md §6). The server presents
+// the controller's certificate (a SPIFFE id of the controller's service
+// account) and asks for no client certificate: nodes authenticate with a
+// token inside HTTP/2. The client presents nothing, verifies the server's
+// chain against `trust_roots` and then checks its SPIFFE id with
+// check_peer_identity(). Same TLS 1.3 / ALPN h2 settings as HBONE.
+Result<SslCtxPtr> make_push_server_ctx(const certs::Identity& id);
+Result<SslCtxPtr> make_push_client_ctx(const std::vector<X509*>& trust_roots);
 // After a successful handshake: the verified peer's SPIFFE id. An error when
 // the handshake is not done, the peer sent no certificate, the chain did not
 // verify, or the leaf has no single valid spiffe://<td>/ns/<ns>/sa/<sa> URI.

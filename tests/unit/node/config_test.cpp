@@ -128,7 +128,7 @@ TEST_CASE("config: errors name their JSON pointer, all of them are reported") {
        {"/workloads/1/ips/0: 127.0.10.1 is also used by workload \"w1\""}},
       {"unknown endpoint", [](json& d) { d["services"][0]["endpoints"].push_back("w9"); },
        {"/services/0/endpoints/1: unknown workload uid \"w9\""}},
-      {"missing certificates", [](json& d) { d.erase("certificates"); }, {"/certificates: is required"}},
+      {"missing certificates", [](json& d) { d.erase("certificates"); }, {"/certificates: is required (or /controller, to get certificates from warren-controller)"}},
       {"missing workload name and wrong type", [](json& d) {
          d["workloads"][0].erase("name");
          d["workloads"][0]["labels"]["app"] = 3;

@@ -1,0 +1,37 @@
+#include "warren/push_proto.h"
+
+namespace warren::push {
+
+std::string frame_header(size_t len) {
+  std::string h(4, '\0');
+  h[0] = static_cast<char>((len >> 24) & 0xff);
+  h[1] = static_cast<char>((len >> 16) & 0xff);
+  h[2] = static_cast<char>((len >> 8) & 0xff);
+  h[3] = static_cast<char>(len & 0xff);
+  return h;
+}
+
+void append_frame(std::string* out, std::string_view json) {
+  out->append(frame_header(json.size()));
+  out->append(json);
+}
+
+Result<void> FrameReader::feed(const uint8_t* data, size_t len, std::vector<std::string>* out) {
+  buf_.append(reinterpret_cast<const char*>(data), len);
+  size_t off = 0;
+  while (buf_.size() - off >= 4) {
+    const auto* p = reinterpret_cast<const uint8_t*>(buf_.data() + off);
+    uint32_t n = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+    if (n > max_)
+      return make_error(Errc::kInvalidArgument,
+                        "message of " + std::to_string(n) + " bytes exceeds the limit of " +
+                            std::to_string(max_));
+    if (buf_.size() - off - 4 < n) break;
+    out->emplace_back(buf_, off + 4, n);
+    off += 4 + n;
+  }
+  buf_.erase(0, off);
+  return {};
+}
+
+}  // namespace warren::push

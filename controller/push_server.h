@@ -1,0 +1,152 @@
+// The push server on 15012 (DESIGN.md §6, wire format in warren/push_proto.h):
+// every warren-node holds one configuration stream; it gets a full snapshot,
+// then the model's deltas in order, each versioned, and answers each with an
+// ack or a nack naming the resources it rejected. A node that reconnects with
+// the epoch and version it holds gets only what changed since, when the
+// server still has those deltas; otherwise a snapshot. The same connection
+// carries certificate signing requests.
+//
+// Sending is paced by HTTP/2 flow control: a large snapshot goes out in slices
+// as the node reads it, and a node that falls behind is not buffered for
+// without bound: it is caught up with one merged delta (or a snapshot) once
+// it has drained what it was sent.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "model.h"
+#include "warren/h2_conn.h"
+#include "warren/ip.h"
+#include "warren/metrics.h"
+#include "warren/result.h"
+#include "warren/tcp.h"
+#include "warren/tls_context.h"
+
+namespace warren::controller {
+
+// Who a connecting node is: `done` gets the node name the token may act as.
+class Authenticator {
+ public:
+  virtual ~Authenticator() = default;
+  virtual void authenticate(const std::string& token, const std::string& claimed_node,
+                            std::function<void(Result<std::string>)> done) = 0;
+};
+
+// Signs a CSR for an identity the caller has already checked; returns the
+// chain PEM (leaf first).
+using SignFn = std::function<Result<std::string>(const std::string& csr_pem,
+                                                 const std::string& spiffe_id)>;
+
+struct PushOptions {
+  SockAddr listen{*IpAddr::parse("0.0.0.0"), 15012};
+  size_t history = 1024;              // deltas kept for resuming nodes
+  size_t lag_bytes = 64u << 20;       // a node this far behind is caught up later
+  std::string epoch;                  // default: random per start
+};
+
+class PushServer : public h2::H2Conn::Owner {
+ public:
+  PushServer(uv_loop_t* loop, Model& model, Authenticator& auth, SignFn sign,
+             tls::SslCtxPtr ctx, metrics::Registry& registry, PushOptions opts = {});
+  ~PushServer() override;
+  Result<void> start();
+  SockAddr local() const;
+  void stop();
+
+  // After Model::flush(): remembers the delta and streams it to every node.
+  // Until the model is synced nothing is sent.
+  void publish(const Delta& d);
+  // The roots every node must trust; sent with the next message (at once).
+  void set_trust_bundle(std::string pem);
+  // A renewed serving certificate: new connections use it.
+  void set_tls_ctx(tls::SslCtxPtr ctx) { ctx_ = std::move(ctx); }
+  const std::string& epoch() const { return opts_.epoch; }
+
+  struct NodeStatus {
+    std::string node, peer;
+    uint64_t sent = 0, acked = 0;
+    std::map<std::string, std::string> rejected;  // id -> reason, from the last nack
+    bool connected = false;
+  };
+  std::vector<NodeStatus> status() const;
+  size_t connected() const;
+  // Called on every ack or nack (tests and the scale benchmark).
+  std::function<void(const std::string& node, uint64_t version)> on_ack;
+
+  // H2Conn::Owner
+  h2::StreamHandler* on_new_stream(h2::H2Conn* c, int32_t sid) override;
+  void on_conn_close(h2::H2Conn* c, const std::string& reason) override;
+
+ private:
+  friend class PushStream;
+  friend class SignStream;
+  struct Logged {
+    uint64_t version;
+    std::shared_ptr<const std::string> frame;  // the framed delta message
+    Delta delta;
+    std::chrono::steady_clock::time_point at;
+  };
+  static void on_accept(void* ctx, uv_stream_t* server);
+  void accept(uv_stream_t* server);
+  // The message that brings a node from (epoch, version) to now.
+  std::shared_ptr<const std::string> catch_up(const std::string& epoch, uint64_t version,
+                                              bool with_bundle);
+  std::shared_ptr<const std::string> snapshot_frame();
+  std::string delta_json(uint64_t since, uint64_t version, const Delta& d, bool with_bundle);
+  void text_apply(const Delta& d);
+  void stream_opened(class PushStream* s);
+  void stream_closed(class PushStream* s);
+  void acked(class PushStream* s, uint64_t version, std::map<std::string, std::string> rejected);
+
+  uv_loop_t* loop_;
+  Model& model_;
+  Authenticator& auth_;
+  SignFn sign_;
+  tls::SslCtxPtr ctx_;
+  PushOptions opts_;
+  net::TcpListener* listener_ = nullptr;
+  std::map<h2::H2Conn*, std::unique_ptr<h2::H2Conn>> conns_;
+  std::set<class PushStream*> streams_;
+  std::map<std::string, NodeStatus> nodes_;
+  // Serialised body of every current resource, kept in step with the model.
+  std::map<std::string, std::shared_ptr<const std::string>> text_;
+  bool text_built_ = false;
+  std::deque<Logged> log_;
+  uint64_t version_ = 0;
+  std::shared_ptr<const std::string> snapshot_;
+  uint64_t snapshot_version_ = UINT64_MAX;
+  std::string bundle_;
+  uint64_t bundle_gen_ = 0;
+  // Metrics.
+  metrics::Gauge* m_connected_;
+  metrics::CounterFamily* m_msgs_;
+  metrics::CounterFamily* m_acks_;
+  metrics::CounterFamily* m_csr_;
+  metrics::Histogram* m_ack_latency_;
+};
+
+// Local mode: a file of "<token> [<node>]" lines ('#' comments); a token
+// without a node may act as any node. Re-read when it changes.
+class TokenFileAuthenticator : public Authenticator {
+ public:
+  explicit TokenFileAuthenticator(std::string path) : path_(std::move(path)) {}
+  Result<void> load();
+  void authenticate(const std::string& token, const std::string& claimed_node,
+                    std::function<void(Result<std::string>)> done) override;
+
+ private:
+  std::string path_;
+  long long mtime_ns_ = -1;
+  std::map<std::string, std::string> tokens_;  // token -> node ("" = any)
+};
+
+}  // namespace warren::controller

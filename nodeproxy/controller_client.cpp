@@ -1,0 +1,342 @@
+#include "controller_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "warren/certs.h"
+
+namespace warren::node {
+
+namespace {
+
+std::string read_token(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string t = ss.str();
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+  return t;
+}
+
+}  // namespace
+
+// Waits for the TCP connect, then hands the socket to the HTTP/2 connection.
+struct ControllerClient::ConnectWatch : net::TcpConn::Handler {
+  ControllerClient* cc;
+  void on_read(net::TcpConn*, const char*, size_t) override {}
+  void on_eof(net::TcpConn*) override {}
+  void on_error(net::TcpConn*, int) override {}
+  void on_connect(net::TcpConn* t, int status) override {
+    cc->connecting_ = false;
+    h2::H2Conn* c = cc->conn_.get();
+    t->set_handler(c);
+    if (status != 0)
+      c->close(std::string("connect: ") + uv_strerror(status));
+    else
+      c->start();
+  }
+};
+
+struct ControllerClient::Csr {
+  std::string id, pem;
+  std::function<void(Result<std::string>)> done;
+  void finish(Result<std::string> r) {
+    if (done) {
+      auto d = std::move(done);
+      done = nullptr;
+      d(std::move(r));
+    }
+  }
+};
+
+// One signing request's stream: collects the JSON answer.
+struct ControllerClient::CsrHandler : h2::StreamHandler {
+  std::shared_ptr<Csr> r;
+  int status = 0;
+  std::string body;
+  explicit CsrHandler(std::shared_ptr<Csr> r) : r(std::move(r)) {}
+  void on_headers(h2::H2Conn*, int32_t, h2::Headers&& h, bool) override {
+    if (const auto* s = h2::find_header(h, ":status")) status = std::atoi(s->c_str());
+  }
+  void on_data(h2::H2Conn* c, int32_t sid, const uint8_t* d, size_t n) override {
+    c->consume(sid, n);
+    if (body.size() < (1 << 20)) body.append(reinterpret_cast<const char*>(d), n);
+  }
+  void on_end_stream(h2::H2Conn*, int32_t) override {
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (status == 200 && j.is_object() && j.contains("chain") && j["chain"].is_string())
+      r->finish(j["chain"].get<std::string>());
+    else if (j.is_object() && j.contains("error") && j["error"].is_string())
+      r->finish(make_error(status == 403 ? Errc::kPermissionDenied : Errc::kInvalidArgument,
+                           "controller refused (" + std::to_string(status) +
+                               "): " + j["error"].get<std::string>()));
+    else
+      r->finish(make_error(Errc::kUnavailable,
+                           "controller answered " + std::to_string(status) + " without a chain"));
+  }
+  void on_stream_close(h2::H2Conn*, int32_t, uint32_t code) override {
+    r->finish(make_error(Errc::kUnavailable, "signing request stream closed (code " +
+                                                 std::to_string(code) + ")"));
+    delete this;
+  }
+};
+
+ControllerClient::ControllerClient(uv_loop_t* loop, ControllerClientOptions opts, ApplyFn apply)
+    : loop_(loop),
+      opts_(std::move(opts)),
+      apply_(std::move(apply)),
+      retry_(loop),
+      connect_timer_(loop),
+      watch_(std::make_unique<ConnectWatch>()) {}
+
+ControllerClient::~ControllerClient() {
+  stop();
+  alive_.reset();
+}
+
+Result<void> ControllerClient::load_ca() {
+  auto roots = certs::read_certs_file(opts_.ca_file);
+  if (!roots) return make_error(roots.error().code, opts_.ca_file + ": " + roots.error().message);
+  std::vector<X509*> ptrs;
+  for (auto& r : *roots) ptrs.push_back(r.get());
+  auto ctx = tls::make_push_client_ctx(ptrs);
+  if (!ctx) return ctx.error();
+  ctx_ = std::move(*ctx);
+  return {};
+}
+
+void ControllerClient::start() {
+  stopped_ = false;
+  connect();
+}
+
+void ControllerClient::stop() {
+  stopped_ = true;
+  retry_.stop();
+  connect_timer_.stop();
+  if (conn_) conn_->close("node stopping");
+}
+
+void ControllerClient::schedule_reconnect(const std::string& why) {
+  last_error_ = why;
+  auto waiting = std::move(csr_waiting_);
+  csr_waiting_.clear();
+  for (auto& r : waiting) r->finish(make_error(Errc::kUnavailable, "controller unreachable: " + why));
+  if (stopped_) return;
+  backoff_ms_ = backoff_ms_ ? std::min(backoff_ms_ * 2, opts_.backoff_max_ms) : opts_.backoff_min_ms;
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  uint32_t wait = backoff_ms_ / 2 + rng() % (backoff_ms_ / 2 + 1);
+  spdlog::warn("controller {}: {}; retrying in {} ms", opts_.address.to_string(), why, wait);
+  retry_.start(wait, 0, [this] { connect(); });
+}
+
+void ControllerClient::connect() {
+  if (stopped_ || conn_) return;
+  if (auto r = load_ca(); !r) return schedule_reconnect(r.error().message);
+  token_ = read_token(opts_.token_file);
+  if (token_.empty()) return schedule_reconnect("no token in " + opts_.token_file);
+  auto tcp = net::TcpConn::create_for(loop_, opts_.address, 0, std::nullopt);
+  if (!tcp) return schedule_reconnect(tcp.error().message);
+  (*tcp)->set_nodelay(true);
+  conn_ = std::make_unique<h2::H2Conn>(*tcp, ctx_.get(), /*server=*/false, this);
+  watch_->cc = this;
+  connecting_ = true;
+  (*tcp)->set_handler(watch_.get());
+  if (int r = (*tcp)->connect(opts_.address); r != 0) {
+    connecting_ = false;
+    (*tcp)->set_handler(conn_.get());
+    conn_->close(std::string("connect: ") + uv_strerror(r));
+    return;
+  }
+  connect_timer_.start(opts_.connect_timeout_ms, 0, [this] {
+    if (!conn_ || conn_->ready()) return;
+    if (connecting_ && conn_->tcp()) conn_->tcp()->set_handler(conn_.get());
+    connecting_ = false;
+    conn_->close("connect timed out");
+  });
+}
+
+h2::Headers ControllerClient::base_headers(const char* path) {
+  return {{":method", "POST"},
+          {":scheme", "https"},
+          {":authority", opts_.address.to_string()},
+          {":path", path},
+          {"authorization", "Bearer " + token_},
+          {"x-warren-node", opts_.node},
+          {"content-type", "application/x-warren-push"}};
+}
+
+void ControllerClient::on_ready(h2::H2Conn* c) {
+  connect_timer_.stop();
+  std::string want = "spiffe://" + opts_.trust_domain + "/ns/" + push::kControllerNs + "/sa/" +
+                     push::kControllerSa;
+  if (!tls::check_peer_identity(c->tls().ssl(), want)) {
+    auto got = tls::peer_spiffe_id(c->tls().ssl());
+    c->close("controller identity mismatch: expected " + want + ", got " +
+             (got ? *got : got.error().message));
+    return;
+  }
+  auto h = base_headers(push::kStreamPath);
+  if (!epoch_.empty()) {
+    h.push_back({"x-warren-epoch", epoch_});
+    h.push_back({"x-warren-version", std::to_string(version_)});
+  }
+  reader_ = push::FrameReader();
+  status_ = 0;
+  sid_ = c->submit_request(h, this, true);
+  if (sid_ < 0) return c->close("submitting the configuration stream failed");
+  while (!csr_waiting_.empty()) {
+    submit_csr(csr_waiting_.front());
+    csr_waiting_.pop_front();
+  }
+}
+
+void ControllerClient::on_conn_close(h2::H2Conn* c, const std::string& reason) {
+  bool was_open = stream_open_;
+  stream_open_ = false;
+  sid_ = -1;
+  auto owned = std::make_shared<std::unique_ptr<h2::H2Conn>>(std::move(conn_));
+  defer(loop_, [owned] { owned->reset(); });
+  if (was_open && on_connection) on_connection(false);
+  if (stopped_) return;
+  schedule_reconnect(reason.empty() ? "connection closed" : reason);
+}
+
+void ControllerClient::on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) {
+  if (const auto* s = h2::find_header(h, ":status")) status_ = std::atoi(s->c_str());
+  if (status_ == 200) {
+    stream_open_ = true;
+    backoff_ms_ = 0;
+    last_error_.clear();
+    spdlog::info("controller {}: configuration stream open", opts_.address.to_string());
+    if (on_connection) on_connection(true);
+  }
+}
+
+void ControllerClient::on_data(h2::H2Conn* c, int32_t sid, const uint8_t* data, size_t len) {
+  c->consume(sid, len);
+  if (status_ != 200) {
+    last_error_.append(reinterpret_cast<const char*>(data), std::min<size_t>(len, 512));
+    return;
+  }
+  std::vector<std::string> msgs;
+  if (auto r = reader_.feed(data, len, &msgs); !r) {
+    c->close(r.error().message);
+    return;
+  }
+  for (const auto& m : msgs) handle(m);
+}
+
+void ControllerClient::on_end_stream(h2::H2Conn* c, int32_t sid) {
+  while (!last_error_.empty() && (last_error_.back() == '\n' || last_error_.back() == '\r'))
+    last_error_.pop_back();
+  std::string why = status_ == 200 ? "controller ended the configuration stream"
+                                   : "controller refused the stream (" + std::to_string(status_) +
+                                         "): " + last_error_;
+  c->close(why);
+}
+
+void ControllerClient::on_stream_close(h2::H2Conn* c, int32_t sid, uint32_t code) {
+  if (!c->closed()) c->close("configuration stream closed (code " + std::to_string(code) + ")");
+}
+
+void ControllerClient::send(const nlohmann::json& j) {
+  if (!conn_ || sid_ < 0) return;
+  std::string s;
+  push::append_frame(&s, j.dump());
+  conn_->send_data(sid_, s.data(), s.size());
+}
+
+void ControllerClient::handle(const std::string& msg) {
+  auto j = nlohmann::json::parse(msg, nullptr, false);
+  if (!j.is_object() || !j.contains("type") || !j.contains("version") ||
+      !j["version"].is_number_unsigned()) {
+    spdlog::warn("controller: malformed message ignored");
+    return;
+  }
+  ++messages_;
+  uint64_t version = j["version"];
+  std::string type = j["type"].is_string() ? j["type"].get<std::string>() : "";
+  std::string epoch = j.value("epoch", "");
+  ResourceMap candidate;
+  std::vector<std::string> changed;
+  if (type == "snapshot") {
+    if (j.contains("resources") && j["resources"].is_object())
+      for (auto& [id, body] : j["resources"].items()) {
+        changed.push_back(id);
+        candidate.emplace(id, std::move(body));
+      }
+    for (const auto& [id, _] : accepted_)
+      if (!candidate.count(id)) changed.push_back(id);
+  } else if (type == "delta") {
+    uint64_t since = j.value("since", uint64_t{0});
+    if (epoch != epoch_ || since != version_) {
+      // Not on top of what we hold: start over with a snapshot.
+      spdlog::warn("controller: delta {}->{} does not follow {}@{}; reconnecting", since, version,
+                   epoch_, version_);
+      epoch_.clear();
+      if (conn_) conn_->close("out-of-order delta");
+      return;
+    }
+    candidate = accepted_;
+    if (j.contains("removes") && j["removes"].is_array())
+      for (const auto& id : j["removes"])
+        if (id.is_string()) {
+          candidate.erase(id.get<std::string>());
+          changed.push_back(id);
+        }
+    if (j.contains("upserts") && j["upserts"].is_object())
+      for (auto& [id, body] : j["upserts"].items()) {
+        changed.push_back(id);
+        candidate[id] = std::move(body);
+      }
+  } else {
+    spdlog::warn("controller: unknown message type \"{}\" ignored", type);
+    return;
+  }
+  if (j.contains("trustBundle") && j["trustBundle"].is_string() && on_trust_bundle)
+    on_trust_bundle(j["trustBundle"].get<std::string>());
+  auto rejected = apply_(candidate, changed);
+  // Rejected ids keep what we had before.
+  for (const auto& [id, _] : rejected) {
+    auto old = accepted_.find(id);
+    if (old != accepted_.end())
+      candidate[id] = std::move(old->second);
+    else
+      candidate.erase(id);
+  }
+  accepted_ = std::move(candidate);
+  epoch_ = epoch;
+  version_ = version;
+  if (rejected.empty())
+    send({{"type", "ack"}, {"version", version}});
+  else
+    send({{"type", "nack"}, {"version", version}, {"rejected", rejected}});
+}
+
+void ControllerClient::request_certificate(const std::string& spiffe_id, const std::string& csr_pem,
+                                           std::function<void(Result<std::string>)> done) {
+  auto r = std::make_shared<Csr>(Csr{spiffe_id, csr_pem, std::move(done)});
+  if (conn_ && conn_->ready())
+    submit_csr(r);
+  else
+    csr_waiting_.push_back(r);
+}
+
+void ControllerClient::submit_csr(std::shared_ptr<Csr> r) {
+  auto* h = new CsrHandler(r);
+  int32_t sid = conn_->submit_request(base_headers(push::kSignPath), h, true);
+  if (sid < 0) {
+    delete h;
+    r->finish(make_error(Errc::kUnavailable, "submitting the signing request failed"));
+    return;
+  }
+  std::string body = nlohmann::json{{"identity", r->id}, {"csr", r->pem}}.dump();
+  conn_->send_data(sid, body.data(), body.size());
+  conn_->end_stream(sid);
+}
+
+}  // namespace warren::node

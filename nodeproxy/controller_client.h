@@ -1,0 +1,115 @@
+// warren-node's side of the push protocol (warren/push_proto.h): one HTTP/2
+// over TLS connection to the controller that carries the configuration stream
+// and certificate signing requests. It reconnects with capped, jittered
+// backoff and resumes from the epoch and version it holds; while the
+// controller is away the node keeps serving with what it last accepted.
+//
+// The client keeps the resources it accepted; on every snapshot or delta it
+// hands the candidate set to `apply`, which answers with the ids it rejects
+// (their previous versions stay in force), and then acks or nacks.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <uv.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "warren/defer.h"
+#include "warren/h2_conn.h"
+#include "warren/ip.h"
+#include "warren/push_proto.h"
+#include "warren/result.h"
+#include "warren/tls_context.h"
+
+namespace warren::node {
+
+struct ControllerClientOptions {
+  SockAddr address;
+  std::string node;
+  std::string token_file;     // re-read before each connection
+  std::string ca_file;        // roots the controller's certificate must chain to
+  std::string trust_domain = "cluster.local";
+  uint32_t backoff_min_ms = 100;
+  uint32_t backoff_max_ms = 5000;
+  uint32_t connect_timeout_ms = 5000;
+};
+
+// id -> resource body (controller/model.h).
+using ResourceMap = std::map<std::string, nlohmann::json>;
+
+class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
+ public:
+  // Given the full candidate set, applies it and returns the ids it rejects
+  // with reasons. `changed`: the ids this message touched.
+  using ApplyFn = std::function<std::map<std::string, std::string>(
+      ResourceMap& candidate, const std::vector<std::string>& changed)>;
+
+  ControllerClient(uv_loop_t* loop, ControllerClientOptions opts, ApplyFn apply);
+  ~ControllerClient() override;
+  void start();
+  void stop();
+
+  // Sends a CSR; `done` runs exactly once, on the loop thread.
+  void request_certificate(const std::string& spiffe_id, const std::string& csr_pem,
+                           std::function<void(Result<std::string>)> done);
+
+  std::function<void(const std::string& pem)> on_trust_bundle;
+  std::function<void(bool connected)> on_connection;
+
+  bool connected() const { return stream_open_; }
+  const std::string& epoch() const { return epoch_; }
+  uint64_t version() const { return version_; }
+  const ResourceMap& resources() const { return accepted_; }
+  const std::string& last_error() const { return last_error_; }
+  uint64_t messages() const { return messages_; }
+
+  // H2Conn::Owner
+  void on_ready(h2::H2Conn* c) override;
+  void on_conn_close(h2::H2Conn* c, const std::string& reason) override;
+  // StreamHandler: the configuration stream.
+  void on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) override;
+  void on_data(h2::H2Conn* c, int32_t sid, const uint8_t* data, size_t len) override;
+  void on_end_stream(h2::H2Conn* c, int32_t sid) override;
+  void on_stream_close(h2::H2Conn* c, int32_t sid, uint32_t code) override;
+
+ private:
+  struct Csr;
+  struct CsrHandler;
+  struct ConnectWatch;
+  void connect();
+  void schedule_reconnect(const std::string& why);
+  void handle(const std::string& msg);
+  void send(const nlohmann::json& j);
+  void submit_csr(std::shared_ptr<Csr> r);
+  h2::Headers base_headers(const char* path);
+  Result<void> load_ca();
+
+  uv_loop_t* loop_;
+  ControllerClientOptions opts_;
+  ApplyFn apply_;
+  tls::SslCtxPtr ctx_;
+  std::unique_ptr<h2::H2Conn> conn_;
+  std::string token_;
+  int32_t sid_ = -1;
+  bool stream_open_ = false;
+  bool stopped_ = false;
+  int status_ = 0;
+  push::FrameReader reader_;
+  ResourceMap accepted_;
+  std::string epoch_;
+  uint64_t version_ = 0;
+  uint64_t messages_ = 0;
+  uint32_t backoff_ms_ = 0;
+  std::string last_error_;
+  Timer retry_, connect_timer_;
+  std::deque<std::shared_ptr<Csr>> csr_waiting_;
+  std::unique_ptr<ConnectWatch> watch_;
+  bool connecting_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace warren::node
