@@ -50,9 +50,15 @@ Model::~Model() = default;
 void Model::upsert(const std::string& origin, json obj) {
   Impl& m = *impl_;
   ObjectKey key = key_of(obj);
-  if (!key.kind.empty() && !is_known_kind(key.kind)) {
-    if (m.unknown_kinds_logged.insert(key.kind).second)
-      spdlog::info("model: ignoring objects of kind {} (first: {} from {})", key.kind, key.to_string(), origin);
+  // Istio's own Gateway (networking.istio.io, ingress/egress gateways) is not
+  // the Gateway API Gateway that makes a waypoint: ignored like unknown kinds.
+  std::string kind = key.kind;
+  if (kind == "Gateway" && obj.is_object() && obj.value("apiVersion", json()).is_string() &&
+      obj["apiVersion"].get_ref<const std::string&>().rfind("networking.istio.io/", 0) == 0)
+    kind = "Gateway (networking.istio.io)";
+  if (!kind.empty() && !is_known_kind(kind)) {
+    if (m.unknown_kinds_logged.insert(kind).second)
+      spdlog::info("model: ignoring objects of kind {} (first: {} from {})", kind, key.to_string(), origin);
     return;
   }
   Problems problems = validate_object(obj);

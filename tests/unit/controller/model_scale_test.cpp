@@ -87,6 +87,7 @@ TEST_CASE("model scale: 100k pods 10k services 1k policies 1k nodes", "[controll
   }
   for (int i = 0; i < kNamespaces * kPodsPerNs; i++) m.upsert("scale", scale_pod(i));
   double upsert_ms = ms_since(t0);
+  long rss_records = rss_kib();
   m.synced();
   REQUIRE(m.rejected().empty());
 
@@ -160,7 +161,8 @@ TEST_CASE("model scale: 100k pods 10k services 1k policies 1k nodes", "[controll
   WARN("scale: upserts (building the JSON in the test included) " << upsert_ms << " ms; first full flush "
                                                                    << flush_ms << " ms");
   WARN("scale: RSS " << (rss1 - rss0) / 1024 << " MiB over the test's start (" << rss1 / 1024 << " MiB total, "
-                     << rss2 / 1024 << " MiB after malloc_trim)");
+                     << rss2 / 1024 << " MiB after malloc_trim); records and indexes before the first flush: "
+                     << (rss_records - rss0) / 1024 << " MiB");
   WARN("scale: one pod moving between services (upsert+flush): first " << move_ms << " ms, then median "
                                                                        << moves[moves.size() / 2] << " ms, max "
                                                                        << moves.back() << " ms");

@@ -188,6 +188,9 @@ TEST_CASE("model: waypoint-era kinds are held and not translated", "[controller]
   m.upsert("test", json::parse(R"({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
     "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}], "images": []}})"));
   m.upsert("test", {{"apiVersion", "v1"}, {"kind", "ConfigMap"}, {"metadata", {{"name", "x"}, {"namespace", "shop"}}}});
+  // Istio's ingress Gateway is not a Gateway API Gateway: ignored, not rejected.
+  m.upsert("test", json::parse(R"({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+    "metadata": {"name": "ingress", "namespace": "shop"}, "spec": {"servers": []}})"));
   CHECK(m.flush().empty());
   CHECK(m.object_count() == 3);
   REQUIRE(m.held({"VirtualService", "shop", "reviews"}));
@@ -286,7 +289,8 @@ TEST_CASE("model: a mixed cluster gives a config warren-node accepts", "[control
   auto snap = warren::config::parse(node_config(m));
   REQUIRE(snap.ok());
   CHECK((*snap)->workloads.size() == 2);
-  CHECK((*snap)->services.at(0).endpoints == std::vector<std::string>{"uid-shop-echo-1"});
+  REQUIRE((*snap)->service_by_hostname("echo.shop.svc.cluster.local"));
+  CHECK((*snap)->service_by_hostname("echo.shop.svc.cluster.local")->endpoints == std::vector<std::string>{"uid-shop-echo-1"});
   CHECK((*snap)->policies.size() == 1);
   CHECK((*snap)->namespaces.count("shop"));
 }
