@@ -42,32 +42,12 @@
 #include <string_view>
 
 #include "k8s/kubeconfig.h"
+#include "k8s/token_source.h"
 #include "warren/result.h"
 
 typedef struct uv_loop_s uv_loop_t;  // NOLINT: same declaration as uv.h
 
 namespace warren::controller::k8s {
-
-// The bearer token: static, or a file re-read when it changes.
-class TokenSource {
- public:
-  TokenSource(std::string static_token, std::string file);
-  // The current token; re-reads the file first when its stat changed.
-  const std::string& token();
-  // Re-reads the file unconditionally; true when the token changed.
-  bool reload();
-  bool from_file() const { return !file_.empty(); }
-
- private:
-  struct Stamp {
-    unsigned long long ino = 0, size = 0;
-    long long mtime_ns = 0;
-    bool operator==(const Stamp&) const = default;
-  };
-  bool read();
-  std::string token_, file_;
-  Stamp stamp_;
-};
 
 struct HttpRequest {
   std::string method = "GET";

@@ -157,13 +157,16 @@ void KindWatcher::watch() {
   watch_had_events_ = false;
   watch_started_ = std::chrono::steady_clock::now();
   ++stats_.watches;
+  // Spread over [t, 2t) as client-go does, so watches do not all end at once.
+  std::uniform_int_distribution<int> spread(0, std::max(0, opts_.watch_timeout_seconds - 1));
+  int timeout_s = opts_.watch_timeout_seconds + spread(rng_);
   HttpRequest req;
   req.path = collection_path(kind_) + "?watch=1&allowWatchBookmarks=true&resourceVersion=" +
-             url_encode(rv_) + "&timeoutSeconds=" + std::to_string(opts_.watch_timeout_seconds);
+             url_encode(rv_) + "&timeoutSeconds=" + std::to_string(timeout_s);
   req.stream = true;
   // The server ends the watch after timeoutSeconds; a connection that goes
   // silent (no FIN) is given up a little later.
-  req.timeout = std::chrono::milliseconds((opts_.watch_timeout_seconds + 30) * 1000LL);
+  req.timeout = std::chrono::milliseconds((timeout_s + 30) * 1000LL);
   call_ = client_->start(
       std::move(req),
       [this](Result<HttpResponse> r) {

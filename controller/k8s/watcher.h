@@ -11,7 +11,7 @@
 //         before that the list did not return are removed (the deletes missed
 //         while away). The list's metadata.resourceVersion is kept.
 //   WATCH GET <collection>?watch=1&allowWatchBookmarks=true
-//             &resourceVersion=<rv>&timeoutSeconds=<t>
+//             &resourceVersion=<rv>&timeoutSeconds=<t, random in [t, 2t)>
 //         A stream of newline-separated JSON events {type, object}:
 //         ADDED/MODIFIED -> upsert, DELETED -> remove, BOOKMARK -> only the
 //         resourceVersion moves, ERROR -> see below. Every event's
@@ -53,7 +53,8 @@ namespace warren::controller::k8s {
 
 struct WatchOptions {
   int page_size = 500;
-  int watch_timeout_seconds = 300;  // asked of the server; client-go picks 5-10 min
+  // timeoutSeconds asked of the server: random in [t, 2t), 5-10 min as client-go.
+  int watch_timeout_seconds = 300;
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30'000};
   std::chrono::milliseconds absent_retry{60'000};  // relist period for a 404 kind

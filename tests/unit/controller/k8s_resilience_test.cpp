@@ -139,6 +139,19 @@ TEST_CASE("k8s source: bookmarks advance the resourceVersion of the next watch",
   CHECK(f.lists() == 1);
 }
 
+TEST_CASE("k8s source: periodic bookmarks keep the resourceVersion fresh", "[controller][k8s]") {
+  FakeApiServerOptions fo;
+  fo.bookmark_interval = std::chrono::milliseconds(50);
+  PodFixture f(fo);
+  f.start();
+  auto ns = load_testdata("namespace.json");
+  REQUIRE(f.api->create(ns).ok());
+  std::string now = std::to_string(f.api->resource_version());
+  REQUIRE(f.loop.run_until([&] { return f.w().resource_version() == now; }));
+  CHECK(f.w().stats().events >= 1);
+  CHECK(f.sink.ops('U', "Pod") == 3);
+}
+
 TEST_CASE("k8s source: a dropped watch resumes from the last resourceVersion without a relist",
           "[controller][k8s]") {
   PodFixture f;
