@@ -150,13 +150,15 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
     f.object_errors = std::move(object_errors);
 
     for (const auto& o : f.objects)
-      if (!lines.count(o.key)) drop_owner(o.key, origin);
+      if (!lines.count(o.key)) drop_owner(o.key, origin);  // `lines` holds the keys of `next`
     for (const auto& o : next) {
       auto& list = owners[o.key];
       if (std::find(list.begin(), list.end(), origin) == list.end()) list.push_back(origin);
       affected.insert(o.key);
     }
     f.objects = std::move(next);
+    f.index.clear();
+    for (size_t i = 0; i < f.objects.size(); i++) f.index.emplace(f.objects[i].key, i);
   }
 
   bool fed = false;
@@ -172,10 +174,10 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
       continue;
     }
     const std::string& owner = o->second.front();
-    const FileObject* fo = nullptr;
-    for (const auto& x : files[owner].objects)
-      if (x.key == k) fo = &x;
-    if (!fo) continue;  // cannot happen: owners mirrors files
+    const FileState& of = files[owner];
+    auto at = of.index.find(k);
+    if (at == of.index.end()) continue;  // cannot happen: owners mirrors files
+    const FileObject* fo = &of.objects[at->second];
     auto s = sent.find(k);
     if (s == sent.end() || s->second.origin != owner || s->second.hash != fo->hash) {
       sink->upsert(owner, fo->obj);

@@ -32,6 +32,7 @@ struct FileObject {
 struct FileState {
   FileStamp stamp;
   std::vector<FileObject> objects;  // the last good parse
+  std::map<ObjectKey, size_t> index;  // key → position in objects
   std::string error;                // current syntax error, if any
   std::vector<std::string> object_errors;  // objects skipped (no kind/name, twice in the file)
 };
