@@ -12,11 +12,10 @@ namespace warren::controller {
 
 namespace fs = std::filesystem;
 
-// Logs what the model rejects (locally the log is where the user looks) and
-// forwards to the source's own listener (Kubernetes status) when there is one.
+// Forwards the model's verdicts (which it logs itself) to the source's own
+// listener (Kubernetes status) when there is one.
 void LogListener::rejected(const ObjectKey& key, const std::string& origin,
                            const std::string& message) {
-  spdlog::error("rejected (the last good version stays in force): {}", message);
   if (next) next->rejected(key, origin, message);
 }
 

@@ -261,6 +261,44 @@ void ControllerClient::handle(const std::string& msg) {
   uint64_t version = j["version"];
   std::string type = j["type"].is_string() ? j["type"].get<std::string>() : "";
   std::string epoch = j.value("epoch", "");
+  if (type != "snapshot" && type != "delta") {
+    spdlog::warn("controller: unknown message type \"{}\" ignored", type);
+    return;
+  }
+  if (type == "delta") {
+    uint64_t since = j.value("since", uint64_t{0});
+    if (epoch != epoch_ || since != version_) {
+      // Not on top of what we hold: start over with a snapshot.
+      spdlog::warn("controller: delta {}->{} does not follow {}@{}; reconnecting", since, version,
+                   epoch_, version_);
+      epoch_.clear();
+      if (conn_) conn_->close("out-of-order delta");
+      return;
+    }
+  }
+  if (j.contains("trustBundle") && j["trustBundle"].is_string() && on_trust_bundle)
+    on_trust_bundle(j["trustBundle"].get<std::string>());
+  if (update_) {
+    Update u;
+    u.snapshot = type == "snapshot";
+    const char* key = u.snapshot ? "resources" : "upserts";
+    if (j.contains(key) && j[key].is_object()) {
+      u.upserts.reserve(j[key].size());
+      for (auto& [id, body] : j[key].items()) u.upserts.emplace_back(id, std::move(body));
+    }
+    if (j.contains("removes") && j["removes"].is_array())
+      for (const auto& id : j["removes"])
+        if (id.is_string()) u.removes.push_back(id.get<std::string>());
+    j = nlohmann::json();  // free the message before the node builds its snapshot
+    auto rejected = update_(std::move(u));
+    epoch_ = epoch;
+    version_ = version;
+    if (rejected.empty())
+      send({{"type", "ack"}, {"version", version}});
+    else
+      send({{"type", "nack"}, {"version", version}, {"rejected", rejected}});
+    return;
+  }
   ResourceMap candidate;
   std::vector<std::string> changed;
   if (type == "snapshot") {
@@ -271,16 +309,7 @@ void ControllerClient::handle(const std::string& msg) {
       }
     for (const auto& [id, _] : accepted_)
       if (!candidate.count(id)) changed.push_back(id);
-  } else if (type == "delta") {
-    uint64_t since = j.value("since", uint64_t{0});
-    if (epoch != epoch_ || since != version_) {
-      // Not on top of what we hold: start over with a snapshot.
-      spdlog::warn("controller: delta {}->{} does not follow {}@{}; reconnecting", since, version,
-                   epoch_, version_);
-      epoch_.clear();
-      if (conn_) conn_->close("out-of-order delta");
-      return;
-    }
+  } else {
     candidate = accepted_;
     if (j.contains("removes") && j["removes"].is_array())
       for (const auto& id : j["removes"])
@@ -293,12 +322,7 @@ void ControllerClient::handle(const std::string& msg) {
         changed.push_back(id);
         candidate[id] = std::move(body);
       }
-  } else {
-    spdlog::warn("controller: unknown message type \"{}\" ignored", type);
-    return;
   }
-  if (j.contains("trustBundle") && j["trustBundle"].is_string() && on_trust_bundle)
-    on_trust_bundle(j["trustBundle"].get<std::string>());
   auto rejected = apply_(candidate, changed);
   // Rejected ids keep what we had before.
   for (const auto& [id, _] : rejected) {

@@ -48,7 +48,18 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   using ApplyFn = std::function<std::map<std::string, std::string>(
       ResourceMap& candidate, const std::vector<std::string>& changed)>;
 
+  // Delta mode (warren-node): the client keeps no copy of the resources; the
+  // callback gets each message's changes (a snapshot replaces everything).
+  struct Update {
+    bool snapshot = false;
+    std::vector<std::pair<std::string, nlohmann::json>> upserts;
+    std::vector<std::string> removes;
+  };
+  using UpdateFn = std::function<std::map<std::string, std::string>(Update&&)>;
+
+  // `apply` may be null when an UpdateFn is set.
   ControllerClient(uv_loop_t* loop, ControllerClientOptions opts, ApplyFn apply);
+  void set_update_fn(UpdateFn fn) { update_ = std::move(fn); }
   ~ControllerClient() override;
   void start();
   void stop();
@@ -63,6 +74,7 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   bool connected() const { return stream_open_; }
   const std::string& epoch() const { return epoch_; }
   uint64_t version() const { return version_; }
+  // What was accepted (ApplyFn mode only; empty in delta mode).
   const ResourceMap& resources() const { return accepted_; }
   const std::string& last_error() const { return last_error_; }
   uint64_t messages() const { return messages_; }
@@ -91,6 +103,7 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   uv_loop_t* loop_;
   ControllerClientOptions opts_;
   ApplyFn apply_;
+  UpdateFn update_;
   tls::SslCtxPtr ctx_;
   std::unique_ptr<h2::H2Conn> conn_;
   std::string token_;

@@ -261,7 +261,7 @@ void Node::setup_admin() {
                          {"connected", controller_->connected()},
                          {"epoch", controller_->epoch()},
                          {"version", controller_->version()},
-                         {"resources", controller_->resources().size()},
+                         {"resources", builder_ ? builder_->size() : 0},
                          {"lastError", controller_->last_error()},
                          {"certificates", cert_manager_->status_json()}};
     j["hbone"] = {{"poolConnections", pool_->connections()},

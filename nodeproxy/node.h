@@ -83,8 +83,9 @@ class Node {
   Result<void> apply(config::SnapshotPtr snap);
   // node_controller.cpp
   Result<void> start_controller(const config::Snapshot& bootstrap);
-  std::map<std::string, std::string> apply_resources(std::map<std::string, nlohmann::json>& res,
-                                                     const std::vector<std::string>& changed);
+  std::map<std::string, std::string> apply_update(bool snapshot,
+                                                  std::vector<std::pair<std::string, nlohmann::json>>& upserts,
+                                                  const std::vector<std::string>& removes);
   void certificates_changed(const std::vector<std::string>& ids, bool roots_changed);
   void want_identities();
   void setup_admin();
@@ -105,7 +106,7 @@ class Node {
   std::unique_ptr<ControllerClient> controller_;
   std::unique_ptr<CsrTransport> transport_;
   std::unique_ptr<CertManager> cert_manager_;
-  nlohmann::json bootstrap_;  // the config file, in controller mode
+  std::unique_ptr<config::SnapshotBuilder> builder_;  // controller mode
   std::unique_ptr<http::Server> admin_, metrics_srv_, ready_srv_;
   uv_fs_poll_t config_poll_;
   uv_signal_t sighup_, sigterm_, sigint_;

@@ -11,7 +11,6 @@
 #include "controller_client.h"
 #include "inbound.h"
 #include "node.h"
-#include "resources.h"
 
 namespace warren::node {
 
@@ -42,9 +41,7 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
     return make_error(Errc::kInvalidArgument,
                       "controller mode needs a token file and a CA file (controller.tokenFile, "
                       "controller.caFile or --controller-token, --controller-ca)");
-  bootstrap_ = config::to_json(boot);
-  for (const char* a : {"workloads", "services", "policies", "peerAuthentications", "namespaces"})
-    bootstrap_.erase(a);
+  builder_ = std::make_unique<config::SnapshotBuilder>(boot);
 
   ControllerClientOptions o;
   o.address = *addr;
@@ -53,10 +50,10 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
   o.ca_file = cc.ca_file;
   o.trust_domain = boot.trust_domain;
   o.connect_timeout_ms = opts_.connect_timeout_ms;
-  controller_ = std::make_unique<ControllerClient>(
-      loop_, o, [this](ResourceMap& res, const std::vector<std::string>& changed) {
-        return apply_resources(res, changed);
-      });
+  controller_ = std::make_unique<ControllerClient>(loop_, o, nullptr);
+  controller_->set_update_fn([this](ControllerClient::Update&& u) {
+    return apply_update(u.snapshot, u.upserts, u.removes);
+  });
   transport_ = std::make_unique<ClientTransport>(&controller_);
   cert_manager_ = std::make_unique<CertManager>(loop_, store_, *transport_);
   cert_manager_->set_on_change([this](const certs::IdentityStore::ReloadReport& rep) {
@@ -95,30 +92,41 @@ void Node::want_identities() {
   cert_manager_->set_wanted({ids.begin(), ids.end()});
 }
 
-std::map<std::string, std::string> Node::apply_resources(std::map<std::string, nlohmann::json>& res,
-                                                         const std::vector<std::string>& changed) {
-  auto a = assemble(bootstrap_, res);
-  if (!a.snap) {
-    // Nothing can be applied: reject what this message changed, keep serving.
-    spdlog::error("controller config rejected, still serving version {}: {}", snap_->version,
-                  a.error);
-    node_metrics_->config_reload(false)->inc();
-    for (const auto& id : changed) a.rejected.emplace(id, a.error);
-    return a.rejected;
+std::map<std::string, std::string> Node::apply_update(
+    bool snapshot, std::vector<std::pair<std::string, nlohmann::json>>& upserts,
+    const std::vector<std::string>& removes) {
+  auto start = std::chrono::steady_clock::now();
+  std::map<std::string, std::string> rejected;
+  if (snapshot) builder_->clear();
+  for (const auto& id : removes) builder_->remove(id);
+  for (auto& [id, body] : upserts) {
+    if (auto r = builder_->upsert(id, body); !r) {
+      rejected[id] = r.error().message;
+      spdlog::warn("controller resource {} rejected (its previous version stays): {}", id,
+                   r.error().message);
+    }
+    body = nlohmann::json();  // free as we go
   }
-  for (const auto& [id, why] : a.rejected) spdlog::warn("controller resource {} rejected: {}", id, why);
+  upserts.clear();
+  std::map<std::string, std::string> conflicts;
+  auto snap = builder_->build(&conflicts);
+  for (const auto& [id, why] : conflicts) {
+    spdlog::warn("controller resource {} left out: {}", id, why);
+    rejected.emplace(id, why);
+  }
   bool first = !ready_;
-  if (auto r = apply(a.snap); !r) {
-    std::map<std::string, std::string> all;
-    for (const auto& id : changed) all[id] = r.error().message;
-    return all;
+  if (auto r = apply(snap); !r) {
+    for (const auto& id : removes) rejected.emplace(id, r.error().message);
+    return rejected;
   }
   want_identities();
+  auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  spdlog::debug("controller update applied in {:.1f} ms", ms);
   if (first) {
     ready_ = true;
     spdlog::info("warren-node {} ready: first configuration from the controller", snap_->node_name);
   }
-  return a.rejected;
+  return rejected;
 }
 
 }  // namespace warren::node

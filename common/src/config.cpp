@@ -583,11 +583,11 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
       auto [it, fresh] = s->by_ip_.emplace(w.ips[k], s->workloads.size());
       if (!fresh && it->second != s->workloads.size())
         err(sub(sub(p, "ips"), k), w.ips[k].to_string() + " is also used by workload \"" +
-                                       s->workloads[it->second].uid + "\"");
+                                       s->workloads[it->second]->uid + "\"");
       else if (!fresh)
         err(sub(sub(p, "ips"), k), w.ips[k].to_string() + " is listed twice");
     }
-    s->workloads.push_back(std::move(w));
+    s->workloads.push_back(std::make_shared<const Workload>(std::move(w)));
   });
   each(doc, "", "services", [&](const json& e, const std::string& p, size_t i) {
     Service sv = service(e, p);
@@ -598,14 +598,14 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
       auto [it, fresh] = s->svc_by_vip_.emplace(sv.vips[k], s->services.size());
       if (!fresh && it->second != s->services.size())
         err(sub(sub(p, "vips"), k), sv.vips[k].to_string() + " is also the VIP of service \"" +
-                                        s->services[it->second].hostname + "\"");
+                                        s->services[it->second]->hostname + "\"");
       else if (!fresh)
         err(sub(sub(p, "vips"), k), sv.vips[k].to_string() + " is listed twice");
     }
     if (!sv.name.empty() && !sv.namespace_.empty() &&
         !s->svc_by_host_.emplace(sv.hostname, s->services.size()).second)
       err(sub(p, "hostname"), "duplicate hostname \"" + sv.hostname + "\"");
-    s->services.push_back(std::move(sv));
+    s->services.push_back(std::make_shared<const Service>(std::move(sv)));
   });
   std::map<std::string, std::string> seen;
   each(doc, "", "policies", [&](const json& e, const std::string& p, size_t) {
@@ -649,22 +649,22 @@ Result<std::shared_ptr<Snapshot>> parse_mutable(const json& doc) {
 
 const Workload* Snapshot::workload_by_ip(const IpAddr& ip) const {
   auto it = by_ip_.find(ip);
-  return it == by_ip_.end() ? nullptr : &workloads[it->second];
+  return it == by_ip_.end() ? nullptr : workloads[it->second].get();
 }
 
 const Workload* Snapshot::workload_by_uid(const std::string& uid) const {
   auto it = by_uid_.find(uid);
-  return it == by_uid_.end() ? nullptr : &workloads[it->second];
+  return it == by_uid_.end() ? nullptr : workloads[it->second].get();
 }
 
 const Service* Snapshot::service_by_vip(const IpAddr& ip) const {
   auto it = svc_by_vip_.find(ip);
-  return it == svc_by_vip_.end() ? nullptr : &services[it->second];
+  return it == svc_by_vip_.end() ? nullptr : services[it->second].get();
 }
 
 const Service* Snapshot::service_by_hostname(const std::string& host) const {
   auto it = svc_by_host_.find(host);
-  return it == svc_by_host_.end() ? nullptr : &services[it->second];
+  return it == svc_by_host_.end() ? nullptr : services[it->second].get();
 }
 
 bool Snapshot::enrolled(const Workload& w) const {
@@ -683,7 +683,7 @@ bool Snapshot::enrolled(const Workload& w) const {
 std::vector<const Workload*> Snapshot::local_workloads() const {
   std::vector<const Workload*> out;
   for (const auto& w : workloads)
-    if (w.node == node_name) out.push_back(&w);
+    if (w->node == node_name) out.push_back(w.get());
   return out;
 }
 
@@ -736,7 +736,8 @@ nlohmann::json to_json(const Snapshot& s) {
                          {"tokenFile", s.controller.token_file},
                          {"caFile", s.controller.ca_file}};
   json ws = json::array();
-  for (const auto& w : s.workloads) {
+  for (const auto& wp : s.workloads) {
+    const Workload& w = *wp;
     ws.push_back({{"uid", w.uid}, {"name", w.name}, {"namespace", w.namespace_},
                   {"serviceAccount", w.service_account}, {"node", w.node}, {"ips", ips(w.ips)},
                   {"protocol", w.protocol == Protocol::kHbone ? "HBONE" : "NONE"},
@@ -746,7 +747,8 @@ nlohmann::json to_json(const Snapshot& s) {
   }
   doc["workloads"] = ws;
   json ss = json::array();
-  for (const auto& sv : s.services) {
+  for (const auto& svp : s.services) {
+    const Service& sv = *svp;
     json ports = json::array();
     for (auto& p : sv.ports) {
       json jp = {{"port", p.port}};
@@ -822,6 +824,139 @@ Result<SnapshotPtr> load_file(const std::string& path) {
     if (!p->empty() && std::filesystem::path(*p).is_relative() && !base.empty())
       *p = (base / *p).lexically_normal().string();
   return SnapshotPtr(std::move(s));
+}
+
+// ---- SnapshotBuilder ----------------------------------------------------------------------
+
+SnapshotBuilder::SnapshotBuilder(const Snapshot& bootstrap) : base_(bootstrap) {
+  base_.workloads.clear();
+  base_.services.clear();
+  base_.policies.clear();
+  base_.peer_authentications.clear();
+  base_.namespaces.clear();
+  base_.by_ip_.clear();
+  base_.by_uid_.clear();
+  base_.svc_by_vip_.clear();
+  base_.svc_by_host_.clear();
+}
+
+size_t SnapshotBuilder::size() const {
+  return workloads_.size() + services_.size() + policies_.size() + peer_auths_.size() +
+         namespaces_.size();
+}
+
+void SnapshotBuilder::clear() {
+  workloads_.clear();
+  services_.clear();
+  policies_.clear();
+  peer_auths_.clear();
+  namespaces_.clear();
+}
+
+void SnapshotBuilder::remove(const std::string& id) {
+  workloads_.erase(id) || services_.erase(id) || policies_.erase(id) || peer_auths_.erase(id) ||
+      namespaces_.erase(id);
+}
+
+Result<void> SnapshotBuilder::upsert(const std::string& id, const nlohmann::json& body) {
+  auto prefixed = [&](const char* p) { return id.rfind(p, 0) == 0; };
+  Parser p;
+  auto fail = [&]() -> Result<void> {
+    std::string msg;
+    for (auto& e : p.errors) msg += (msg.empty() ? "" : "\n") + e;
+    return make_error(Errc::kInvalidArgument, msg);
+  };
+  try {
+    if (prefixed("workload/")) {
+      Workload w = p.workload(body, "");
+      if (!p.errors.empty()) return fail();
+      w.identity = "spiffe://" + base_.trust_domain + "/ns/" + w.namespace_ + "/sa/" + w.service_account;
+      workloads_[id] = std::make_shared<const Workload>(std::move(w));
+    } else if (prefixed("service/")) {
+      Service sv = p.service(body, "");
+      if (!p.errors.empty()) return fail();
+      services_[id] = std::make_shared<const Service>(std::move(sv));
+    } else if (prefixed("policy/")) {
+      AuthorizationPolicy ap = p.policy(body, "");
+      if (!p.errors.empty()) return fail();
+      policies_[id] = std::make_shared<const AuthorizationPolicy>(std::move(ap));
+    } else if (prefixed("peerauth/")) {
+      PeerAuthentication pa = p.peer_auth(body, "");
+      if (!p.errors.empty()) return fail();
+      peer_auths_[id] = std::make_shared<const PeerAuthentication>(std::move(pa));
+    } else if (prefixed("namespace/")) {
+      if (!p.object(body, "", {"name", "labels"})) return fail();
+      std::string name = p.str(body, "", "name", true);
+      if (!name.empty() && !k8s_name(name)) p.err("/name", "\"" + name + "\" is not a valid namespace name");
+      auto labels = p.labels(body, "", "labels");
+      // The namespace's name is the id's suffix; keep both in step.
+      if (p.errors.empty() && id != "namespace/" + name)
+        p.err("/name", "\"" + name + "\" does not match the id " + id);
+      if (!p.errors.empty()) return fail();
+      namespaces_[id] = std::move(labels);
+    } else {
+      return make_error(Errc::kInvalidArgument, "unknown resource kind in id \"" + id + "\"");
+    }
+  } catch (const std::exception& e) {
+    return make_error(Errc::kInternal, std::string("config parser: ") + e.what());
+  }
+  return {};
+}
+
+SnapshotPtr SnapshotBuilder::build(std::map<std::string, std::string>* rejected) const {
+  auto s = std::make_shared<Snapshot>(base_);
+  s->workloads.reserve(workloads_.size());
+  s->by_uid_.reserve(workloads_.size());
+  s->by_ip_.reserve(workloads_.size());
+  auto reject = [&](const std::string& id, const std::string& why) {
+    if (rejected) (*rejected)[id] = why;
+  };
+  for (const auto& [id, w] : workloads_) {
+    if (!w->uid.empty() && s->by_uid_.count(w->uid)) {
+      reject(id, "/uid: duplicate uid \"" + w->uid + "\"");
+      continue;
+    }
+    bool clash = false;
+    for (const auto& ip : w->ips)
+      if (auto it = s->by_ip_.find(ip); it != s->by_ip_.end()) {
+        reject(id, "/ips: " + ip.to_string() + " is also used by workload \"" +
+                       s->workloads[it->second]->uid + "\"");
+        clash = true;
+        break;
+      }
+    if (clash) continue;
+    size_t i = s->workloads.size();
+    if (!w->uid.empty()) s->by_uid_.emplace(w->uid, i);
+    for (const auto& ip : w->ips) s->by_ip_.emplace(ip, i);
+    s->workloads.push_back(w);
+  }
+  for (const auto& [id, sv] : services_) {
+    std::string why;
+    for (const auto& e : sv->endpoints)
+      if (!s->by_uid_.count(e)) {
+        why = "/endpoints: unknown workload uid \"" + e + "\"";
+        break;
+      }
+    for (const auto& vip : sv->vips)
+      if (why.empty() && s->svc_by_vip_.count(vip))
+        why = "/vips: " + vip.to_string() + " is also the VIP of service \"" +
+              s->services[s->svc_by_vip_.at(vip)]->hostname + "\"";
+    if (why.empty() && s->svc_by_host_.count(sv->hostname))
+      why = "/hostname: duplicate hostname \"" + sv->hostname + "\"";
+    if (!why.empty()) {
+      reject(id, why);
+      continue;
+    }
+    size_t i = s->services.size();
+    for (const auto& vip : sv->vips) s->svc_by_vip_.emplace(vip, i);
+    s->svc_by_host_.emplace(sv->hostname, i);
+    s->services.push_back(sv);
+  }
+  for (const auto& [id, ap] : policies_) s->policies.push_back(*ap);
+  for (const auto& [id, pa] : peer_auths_) s->peer_authentications.push_back(*pa);
+  for (const auto& [id, labels] : namespaces_) s->namespaces[id.substr(10)] = labels;
+  s->version = ++g_version;
+  return s;
 }
 
 }  // namespace warren::config

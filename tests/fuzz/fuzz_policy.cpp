@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                              "spiffe://weird", ""};
   const char* srcs[] = {"10.1.0.5", "127.0.0.1", "::1"};
   const uint16_t ports[] = {80, 8080, 15008};
-  for (const auto& w : snap.workloads) {
+  for (const auto& wp : snap.workloads) {
+    const auto& w = *wp;
     IpAddr dst = w.ips.empty() ? *IpAddr::parse("10.0.0.1") : w.ips[0];
     for (const auto& id : ids)
       for (const char* src : srcs)

@@ -66,10 +66,10 @@ TEST_CASE("config: a valid document fills the snapshot and its indexes") {
   CHECK(s.listeners.admin.to_string() == "127.0.0.1:15000");
   CHECK(s.listeners.hbone_port == 15008);
   REQUIRE(s.workloads.size() == 2);
-  CHECK(s.workloads[0].identity == "spiffe://cluster.local/ns/default/sa/default");
-  CHECK(s.workloads[1].identity == "spiffe://cluster.local/ns/client/sa/sleep");
-  CHECK(s.workloads[1].protocol == config::Protocol::kNone);
-  CHECK(s.workload_by_ip(*IpAddr::parse("::1")) == &s.workloads[1]);
+  CHECK(s.workloads[0]->identity == "spiffe://cluster.local/ns/default/sa/default");
+  CHECK(s.workloads[1]->identity == "spiffe://cluster.local/ns/client/sa/sleep");
+  CHECK(s.workloads[1]->protocol == config::Protocol::kNone);
+  CHECK(s.workload_by_ip(*IpAddr::parse("::1")) == s.workloads[1].get());
   CHECK(s.workload_by_ip(*IpAddr::parse("127.0.10.1"))->uid == "w1");
   CHECK(s.workload_by_ip(*IpAddr::parse("127.0.10.2")) == nullptr);
   CHECK(s.workload_by_uid("w2")->name == "client-0");
@@ -251,7 +251,7 @@ peerAuthentications:
   auto y = config::load_file(ypath);
   REQUIRE(y.ok());
   CHECK((*y)->certificates.root_cert == "/etc/warren/root.pem");
-  CHECK((*y)->workloads[0].labels.at("version") == "1");
+  CHECK((*y)->workloads[0]->labels.at("version") == "1");
   CHECK((*y)->policies[0].action == config::PolicyAction::kDeny);
   CHECK((*y)->policies[0].rules[0].to[0].ports == std::vector<uint16_t>{80, 81});
   CHECK((*y)->peer_authentications[0].port_modes.at(8080) == config::PeerAuthMode::kDisable);

@@ -1,0 +1,84 @@
+// SnapshotBuilder: controller-mode configuration, one resource at a time.
+#include <catch2/catch.hpp>
+
+#include "warren/config.h"
+
+using nlohmann::json;
+using warren::config::SnapshotBuilder;
+
+namespace {
+warren::config::SnapshotPtr boot() {
+  auto r = warren::config::parse(json::parse(R"({"node":{"name":"n1","address":"10.0.0.1"},
+    "controller":{"address":"127.0.0.1:15012","tokenFile":"/t","caFile":"/c"}})"));
+  REQUIRE(r);
+  return *r;
+}
+json workload(const std::string& uid, const std::string& ip) {
+  return {{"uid", uid}, {"name", uid}, {"namespace", "shop"}, {"node", "n1"}, {"ips", {ip}}};
+}
+}  // namespace
+
+TEST_CASE("builder assembles pushed resources and shares unchanged ones", "[node][controller]") {
+  SnapshotBuilder b(*boot());
+  REQUIRE(b.upsert("workload/a", workload("a", "10.1.0.1")));
+  REQUIRE(b.upsert("workload/b", workload("b", "10.1.0.2")));
+  REQUIRE(b.upsert("namespace/shop", {{"name", "shop"}, {"labels", {{"warren.io/dataplane-mode", "enabled"}}}}));
+  REQUIRE(b.upsert("service/shop/echo", json::parse(R"({"name":"echo","namespace":"shop","vips":["10.96.0.1"],
+      "ports":[{"port":80,"targetPort":8080}],"endpoints":["b"]})")));
+  std::map<std::string, std::string> rej;
+  auto s1 = b.build(&rej);
+  CHECK(rej.empty());
+  REQUIRE(s1->workloads.size() == 2);
+  CHECK(s1->workload_by_ip(*warren::IpAddr::parse("10.1.0.2"))->uid == "b");
+  CHECK(s1->workloads[0]->identity == "spiffe://cluster.local/ns/shop/sa/default");
+  CHECK(s1->service_by_vip(*warren::IpAddr::parse("10.96.0.1"))->endpoints.size() == 1);
+  CHECK(s1->enrolled(*s1->workloads[0]));
+  CHECK(s1->node_name == "n1");
+
+  // One change: the other workload is the same object in both snapshots.
+  REQUIRE(b.upsert("workload/a", workload("a", "10.1.0.9")));
+  auto s2 = b.build(&rej);
+  CHECK(s2->workload_by_ip(*warren::IpAddr::parse("10.1.0.9"))->uid == "a");
+  CHECK(s2->workload_by_ip(*warren::IpAddr::parse("10.1.0.1")) == nullptr);
+  CHECK(s2->workload_by_uid("b") == s1->workload_by_uid("b"));
+  CHECK(s2->version > s1->version);
+
+  b.remove("workload/a");
+  CHECK(b.build(&rej)->workloads.size() == 1);
+  CHECK(b.size() == 3);
+}
+
+TEST_CASE("builder keeps the previous version of a rejected resource", "[node][controller]") {
+  SnapshotBuilder b(*boot());
+  REQUIRE(b.upsert("workload/a", workload("a", "10.1.0.1")));
+  auto bad = b.upsert("workload/a", workload("a", "10.1.0.x"));
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message == "/ips/0: \"10.1.0.x\" is not an IP address");
+  auto pol = b.upsert("policy/shop/p", json::parse(R"({"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy",
+     "metadata":{"name":"p","namespace":"shop"},"spec":{"rules":[{"to":[{"operation":{"ports":["80a"]}}]}]}})"));
+  REQUIRE_FALSE(pol);
+  CHECK(pol.error().message.find("/spec/rules/0/to/0/operation/ports/0") != std::string::npos);
+  CHECK_FALSE(b.upsert("gadget/x", json::object()));
+  CHECK_FALSE(b.upsert("namespace/a", {{"name", "b"}}));
+  std::map<std::string, std::string> rej;
+  auto s = b.build(&rej);
+  CHECK(rej.empty());
+  REQUIRE(s->workloads.size() == 1);
+  CHECK(s->workloads[0]->ips[0].to_string() == "10.1.0.1");
+  CHECK(s->policies.empty());
+}
+
+TEST_CASE("builder leaves out resources that conflict with others", "[node][controller]") {
+  SnapshotBuilder b(*boot());
+  REQUIRE(b.upsert("workload/a", workload("a", "10.1.0.1")));
+  REQUIRE(b.upsert("workload/b", workload("b", "10.1.0.1")));
+  REQUIRE(b.upsert("service/shop/x", json::parse(R"({"name":"x","namespace":"shop","vips":["10.96.0.1"],
+      "ports":[{"port":80}],"endpoints":["nope"]})")));
+  std::map<std::string, std::string> rej;
+  auto s = b.build(&rej);
+  CHECK(s->workloads.size() == 1);
+  CHECK(s->services.empty());
+  REQUIRE(rej.size() == 2);
+  CHECK(rej.at("workload/b") == "/ips: 10.1.0.1 is also used by workload \"a\"");
+  CHECK(rej.at("service/shop/x") == "/endpoints: unknown workload uid \"nope\"");
+}
