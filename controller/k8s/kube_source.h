@@ -28,8 +28,10 @@
 // whose CRD is not installed counts as listed (empty) and is listed again
 // every WatchOptions::absent_retry (see watcher.h).
 //
-// Destroy the source on the loop thread; its libuv handles close on the next
-// loop iteration.
+// Destroy the source on the loop thread, and not from inside one of its own
+// callbacks (a Sink call, a leader-change or token_review callback); its
+// libuv handles close on the next loop iteration, so run the loop once more
+// before uv_loop_close().
 #pragma once
 
 #include <functional>

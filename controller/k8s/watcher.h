@@ -23,7 +23,9 @@
 //         min_healthy_watch or delivered an event, else after a backoff.
 //   A dropped connection, a transport error, another ERROR event or a 5xx ->
 //         watch again from the last resourceVersion after a backoff (no relist).
-//   List failures -> retry the list after a backoff.
+//   List failures -> retry the list after a backoff. A 403 (RBAC missing for
+//         a kind) is such a failure: it is logged at each retry and that kind
+//         holds up synced() until the permission is granted.
 //   Backoff: initial, doubling to max, each delay jittered by +-20%; reset by
 //         a successful list and by a watch that delivered events.
 //   404 on the list (a CRD not installed): logged once (warn), treated as an

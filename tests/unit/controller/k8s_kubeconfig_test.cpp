@@ -219,7 +219,7 @@ TEST_CASE("k8s kubeconfig: load_cluster_config picks the source", "[controller][
     REQUIRE(c.ok());
     CHECK(c->ca_file == dir.path() + "/certs/ca.crt");
   }
-  SECTION("$KUBECONFIG, first of several") {
+  SECTION("$KUBECONFIG: the first of several") {
     Env k("KUBECONFIG", (kc + ":/other/config").c_str());
     auto c = load_cluster_config({});
     REQUIRE(c.ok());
@@ -260,7 +260,7 @@ TEST_CASE("k8s kubeconfig: a source from a kubeconfig file syncs over HTTPS", "[
     REQUIRE(loop.run_until([&] { return sink.synced_count == 1; }));
     CHECK(sink.objects.size() == 13);
   }
-  SECTION("CA file and client certificate files, relative paths") {
+  SECTION("CA file and client certificate files with relative paths") {
     auto [cert, key] = (*api)->issue_client_cert("admin");
     std::filesystem::create_directory(dir.file("pki"));
     dir.write("pki/ca.crt", (*api)->ca_pem());
@@ -284,7 +284,7 @@ contexts: [{name: fake, context: {cluster: fake, user: admin, namespace: shop}}]
     REQUIRE(loop.run_until([&] { return sink.synced_count == 1; }));
     CHECK(sink.objects.size() == 13);
   }
-  SECTION("tls-server-name: the certificate's name, the connection to the server's address") {
+  SECTION("tls-server-name: the name checked differs from the address dialled") {
     auto cfg = fake_config(**api);
     // Only in the certificate (and not resolvable): the name is checked, the
     // connection goes to the server's address.
