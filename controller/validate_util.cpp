@@ -46,7 +46,8 @@ bool duration(std::string_view s) {
   while (i < s.size()) {
     size_t start = i;
     bool dot = false;
-    while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || (s[i] == '.' && !dot))) dot = dot || s[i++] == '.';
+    for (; i < s.size() && ((s[i] >= '0' && s[i] <= '9') || (s[i] == '.' && !dot)); i++)
+      if (s[i] == '.') dot = true;
     if (i == start || (i == start + 1 && dot)) return false;
     static constexpr std::string_view units[] = {"ns", "us", "\xC2\xB5s", "ms", "s", "m", "h"};
     bool found = false;

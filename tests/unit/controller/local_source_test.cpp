@@ -333,3 +333,31 @@ TEST_CASE("local source: objects without kind or name are reported", "[controlle
   CHECK(sink.objects.size() == 1);
   CHECK(src.errors().at("x.yaml") == "x.yaml:1: Pod shop/(no name): metadata.name: is required");
 }
+
+TEST_CASE("local source: Istio users' YAML is accepted unchanged", "[controller][local]") {
+  Loop loop;
+  RecordingSink sink;
+  Recorder listener;
+  LocalSource src(&loop.loop, WARREN_SRC_DIR "/tests/unit/controller/testdata/cluster", &sink, &listener);
+  REQUIRE(src.start().ok());
+  CHECK(listener.rejections.empty());
+  CHECK(src.errors().empty());
+  CHECK(sink.model.rejected().empty());
+  CHECK(sink.model.object_count() == 14);
+  sink.model.flush();
+  std::vector<std::string> ids;
+  for (const auto& [id, body] : sink.model.resources()) ids.push_back(id);
+  CHECK(ids == std::vector<std::string>{"namespace/bookinfo", "namespace/istio-system", "peerauth/istio-system/default",
+                                        "policy/bookinfo/deny-delete", "policy/bookinfo/reviews-viewer",
+                                        "service/bookinfo/reviews", "workload/bookinfo/reviews-v1-7d9c8",
+                                        "workload/bookinfo/reviews-v2-5b6f4"});
+  const json& svc = *sink.model.resources().at("service/bookinfo/reviews");
+  CHECK(svc["ports"] == json::parse(R"([{"port": 9080, "targetPort": 9080, "name": "http"}])"));
+  CHECK(svc["endpoints"] == json{"bookinfo/reviews-v1-7d9c8", "bookinfo/reviews-v2-5b6f4"});
+  CHECK(sink.model.resources().at("workload/bookinfo/reviews-v1-7d9c8")->at("waypoint") == "waypoint");
+  CHECK(sink.model.held({"DestinationRule", "bookinfo", "reviews"}));
+  CHECK(sink.model.identity_on_node("node-b", "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews"));
+  auto snap = warren::config::parse(node_config(sink.model, "node-a"));
+  REQUIRE(snap.ok());
+  CHECK((*snap)->policies.size() == 2);
+}

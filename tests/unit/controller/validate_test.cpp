@@ -3,6 +3,7 @@
 #include "model.h"
 #include "model_fixtures.h"
 #include "validate.h"
+#include "validate_util.h"
 
 using namespace warren::controller;
 using namespace fixtures;
@@ -209,4 +210,19 @@ TEST_CASE("validate: JSON pointers become dotted paths", "[controller][validate]
   CHECK(pointer_to_path(obj, "/spec/portLevelMtls/8080/mode") == "spec.portLevelMtls[\"8080\"].mode");
   CHECK(pointer_to_path(obj, "/spec/missing/3") == "spec.missing[3]");
   CHECK(pointer_to_path(obj, "") == "");
+}
+
+TEST_CASE("validate: durations and names", "[controller][validate]") {
+  using namespace warren::controller::detail;
+  for (const char* ok : {"0", "1s", "0.5s", ".5s", "1.25h", "1h30m", "500ms", "10us", "2m0.5s", "7s"}) CHECK(duration(ok));
+  for (const char* bad : {"", "s", "1", "1.s.", "1.2.3s", "5 seconds", "1d", "-1s", "1sm"}) CHECK_FALSE(duration(bad));
+  CHECK(dns_label("shop-1"));
+  CHECK_FALSE(dns_label("-shop"));
+  CHECK_FALSE(dns_label("Shop"));
+  CHECK(dns_subdomain("a.b-c.d"));
+  CHECK_FALSE(dns_subdomain("a..b"));
+  CHECK(port_name("http-alt"));
+  CHECK_FALSE(port_name("8080"));
+  CHECK_FALSE(port_name("a--b"));
+  CHECK_FALSE(port_name("very-long-port-name"));
 }
