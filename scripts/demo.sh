@@ -2,28 +2,35 @@
 # The README's demo command: installs what is needed, builds, and shows the
 # mesh at work on this machine.
 #
-#   ./scripts/demo.sh             (root) warren-demo: a cluster of network namespaces
-#                                 (2 nodes, 2 pods each), a warren-node per node with
-#                                 eBPF capture; an unchanged app reaching a mesh-only
-#                                 VIP, mTLS on the wire, ALLOW and live DENY policies,
-#                                 the same-node fast path, Istio metrics
-#                                 (tests/netns/demo_main.cpp)
+#   ./scripts/demo.sh             (root) warren-demo: warren-controller in local mode on
+#                                 the manifests of examples/mesh, two simulated nodes
+#                                 (network namespaces) with a warren-node each, and the
+#                                 example application as pods: mTLS and identities, an
+#                                 ALLOW policy, a DENY policy added as a file, a namespace
+#                                 enrolled at run time, metrics, where to look next; then
+#                                 the mesh keeps running until Ctrl-C
+#                                 (tests/netns/demo_main.cpp, demo_tour.cpp)
+#   --exit                        clean up and exit right after the tour
+#   --keep                        the default now (accepted for old scripts)
 #   ./scripts/demo.sh --loopback  no root needed: two warren-node processes on
-#                                 loopback with a SOCKS5 entry (the first demo)
-#   --keep                        leave the mesh running until Ctrl-C
+#                                 loopback with a SOCKS5 entry and config files, no
+#                                 controller (the first demo); --keep leaves it running
 #
-# Nothing touches the host's network configuration; everything is removed at
-# the end, on failure and on Ctrl-C.
+# WARREN_BUILD_DIR=DIR: build and run from that (configured) build directory
+# instead of build/dev. Nothing touches the host's network configuration;
+# everything is removed at the end, on failure and on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 KEEP=0
+EXIT=0
 LOOPBACK=0
 for arg in "$@"; do
   case "$arg" in
     --keep) KEEP=1 ;;
+    --exit) EXIT=1 ;;
     --loopback) LOOPBACK=1 ;;
-    *) echo "usage: $0 [--loopback] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--exit] | --loopback [--keep]" >&2; exit 2 ;;
   esac
 done
 
@@ -35,12 +42,19 @@ netns_demo() {
   fi
   ./scripts/setup.sh
   echo "== building (first time takes a few minutes) =="
-  ./scripts/build.sh dev warren-demo >/dev/null
+  # WARREN_BUILD_DIR: an already configured build directory to use instead of build/dev.
+  local build=$ROOT/build/dev
+  if [ -n "${WARREN_BUILD_DIR:-}" ]; then
+    build=$(cd "$WARREN_BUILD_DIR" && pwd)
+    cmake --build "$build" --target warren-demo >/dev/null
+  else
+    ./scripts/build.sh dev warren-demo >/dev/null
+  fi
   local args=()
-  [ "$KEEP" = 1 ] && args+=(--keep)
+  [ "$EXIT" = 1 ] && args+=(--exit)
   # warren-demo cleans up itself (also on failure, Ctrl-C and SIGTERM).
   local rc=0
-  "$ROOT/build/dev/tests/netns/warren-demo" "${args[@]}" || rc=$?
+  "$build/tests/netns/warren-demo" "${args[@]}" || rc=$?
   return "$rc"
 }
 

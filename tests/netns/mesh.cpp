@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -46,6 +48,10 @@ json podtool_json(const std::string& output) {
 }
 
 Mesh::Mesh(Cluster& c, MeshOptions o) : c_(c), o_(std::move(o)) {
+  if (o_.controller) {
+    start_controller_mode();
+    return;
+  }
   ca_dir_ = c_.dir() + "/ca";
   certs_dir_ = c_.dir() + "/certs";
   e2e::dev_ca_init(ca_dir_);
@@ -70,6 +76,122 @@ Mesh::~Mesh() {
     if (proc) proc->stop();
   for (auto& n : c_.nodes())
     e2e::run({e2e::bin("/nodeproxy/warren-node"), "-c", config_path(n.index), "--uninstall"});
+  ctl_.reset();  // after the nodes: they would only retry
+}
+
+// ---- controller mode ----
+
+Controller& Mesh::controller() {
+  if (!ctl_) throw std::logic_error("the mesh is not in controller mode");
+  return *ctl_;
+}
+
+PodSpec Mesh::spec_of(const PodInfo& p) const {
+  PodSpec s;
+  if (auto it = o_.pod_specs.find(p.name); it != o_.pod_specs.end()) s = it->second;
+  if (s.name.empty()) s.name = p.name;
+  if (s.k8s_namespace.empty()) s.k8s_namespace = p.k8s_namespace;
+  if (s.service_account.empty()) s.service_account = p.service_account;
+  if (s.uid.empty()) s.uid = p.uid;
+  return s;
+}
+
+json Mesh::make_bootstrap(int node) const {
+  json cfg = make_config(node);
+  for (const char* k : {"certificates", "namespaces", "workloads", "services", "policies",
+                        "peerAuthentications"})
+    cfg.erase(k);
+  // Pods are enrolled through warren-cni only: the /proc scan matches pods by
+  // IP host-wide and would also find other clusters' pods (every cluster uses
+  // the same addresses).
+  cfg["capture"]["scanProc"] = false;
+  cfg["controller"] = {{"address", ctl_->address()},
+                       {"tokenFile", ctl_->token_file(node)},
+                       {"caFile", ctl_->ca_file()}};
+  return cfg;
+}
+
+void Mesh::write_manifests() {
+  std::set<std::string> enrolled(o_.enrolled_namespaces.begin(), o_.enrolled_namespaces.end());
+  std::set<std::string> all = enrolled;
+  std::vector<json> pods;
+  for (auto& p : c_.all_pods()) {
+    PodSpec s = spec_of(p);
+    all.insert(s.k8s_namespace);
+    if (s.labels.empty()) s.labels["app"] = s.name;
+    for (auto& o : o_.opted_out)
+      if (o == p.name) s.labels["warren.io/dataplane-mode"] = "none";
+    for (auto& svc : o_.services)
+      for (auto& e : svc.endpoints)
+        if (e == p.name) s.labels["service.warren.test/" + svc.name] = "true";
+    pods.push_back(pod_manifest(c_, p, s));
+  }
+  std::vector<json> nss;
+  for (auto& ns : all) nss.push_back(namespace_manifest(ns, enrolled.count(ns) != 0));
+  std::vector<json> svcs;
+  for (auto& svc : o_.services)
+    svcs.push_back(service_manifest(svc.name, "default", svc.vip, svc.port, svc.target_port,
+                                    {{"service.warren.test/" + svc.name, "true"}}));
+  std::vector<json> pols;
+  for (auto* list : {&o_.policies, &o_.peer_authentications})
+    for (auto& p : *list) pols.push_back(p);
+  ctl_->write_manifest("00-namespaces.yaml", to_yaml_documents(nss));
+  ctl_->write_manifest("10-pods.yaml", to_yaml_documents(pods));
+  if (!svcs.empty()) ctl_->write_manifest("20-services.yaml", to_yaml_documents(svcs));
+  if (!pols.empty()) ctl_->write_manifest("30-policies.yaml", to_yaml_documents(pols));
+}
+
+void Mesh::start_controller_mode() {
+  ctl_ = std::make_unique<Controller>(c_, o_.controller_options);
+  if (!o_.manifests_from.empty()) {
+    for (auto& e : std::filesystem::directory_iterator(o_.manifests_from)) {
+      auto ext = e.path().extension().string();
+      if (e.is_regular_file() && (ext == ".yaml" || ext == ".yml" || ext == ".json"))
+        ctl_->write_manifest(e.path().filename().string(), e2e::read_file(e.path().string()));
+    }
+  }
+  if (o_.generate_manifests) write_manifests();
+  ctl_->start();
+  for (auto& n : c_.nodes()) write_config(n.index, make_bootstrap(n.index));
+  if (!o_.start_nodes) return;
+  for (auto& n : c_.nodes()) start_node(n.index);
+  if (!o_.enroll_pods) return;
+  for (auto& p : c_.all_pods()) {
+    std::string out;
+    if (int rc = cni("ADD", p, &out); rc != 0)
+      throw std::runtime_error("warren-cni ADD " + p.name + ": " + out);
+  }
+  if (!wait_certificates())
+    throw std::runtime_error("the nodes did not get their certificates from the controller:\n" +
+                             controller_status(1).dump(2) + "\n" + ctl_->log());
+}
+
+json Mesh::controller_status(int node) {
+  auto d = config_dump(node);
+  return d.is_object() && d.contains("controller") ? d["controller"] : json::object();
+}
+
+bool Mesh::wait_certificates(std::chrono::milliseconds timeout) {
+  if (!ctl_) return true;
+  return e2e::wait_until(
+      [&] {
+        for (auto& n : c_.nodes()) {
+          std::set<std::string> want;
+          for (auto& p : n.pods) {
+            if (!o_.generate_manifests && !o_.pod_specs.count(p.name)) continue;
+            PodSpec s = spec_of(p);
+            want.insert("spiffe://cluster.local/ns/" + s.k8s_namespace + "/sa/" + s.service_account);
+          }
+          auto st = controller_status(n.index);
+          if (!st.contains("certificates")) return false;
+          for (auto& id : st["certificates"].value("identities", json::array()))
+            if (id.value("installed", false) && !id.value("inFlight", false))
+              want.erase(id.value("identity", ""));
+          if (!want.empty()) return false;
+        }
+        return true;
+      },
+      timeout, 50ms);
 }
 
 std::string Mesh::config_path(int node) const {
@@ -148,6 +270,7 @@ void Mesh::update_configs(const std::function<void(json&)>& fn) {
 }
 
 bool Mesh::wait_config_applied(std::chrono::milliseconds timeout) {
+  if (ctl_) return ctl_->wait_acked(c_.nodes().size(), 0, timeout);
   return e2e::wait_until(
       [&] {
         for (auto& n : c_.nodes()) {
@@ -203,10 +326,11 @@ int Mesh::cni(const std::string& command, const PodInfo& p, std::string* out) {
   conf["type"] = "warren-cni";
   conf["socketPath"] = c_.dir() + "/cni-" + std::to_string(p.node) + ".sock";
   conf["prevResult"] = prev;
+  PodSpec s = spec_of(p);
   auto r = e2e::run({"/usr/bin/env", "CNI_COMMAND=" + command, "CNI_CONTAINERID=" + p.uid,
                      "CNI_NETNS=" + p.netns_path, "CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin",
-                     "CNI_ARGS=K8S_POD_NAMESPACE=" + p.k8s_namespace + ";K8S_POD_NAME=" + p.name +
-                         ";K8S_POD_UID=" + p.uid,
+                     "CNI_ARGS=K8S_POD_NAMESPACE=" + s.k8s_namespace + ";K8S_POD_NAME=" + s.name +
+                         ";K8S_POD_UID=" + s.uid,
                      e2e::bin("/cni/warren-cni")},
                     conf.dump());
   if (out) *out = r.output;

@@ -1,8 +1,15 @@
-// The mesh on top of a netns Cluster: a dev CA and certificates, one
-// warren-node per node in in-pod mode (its own cgroup, BPF pins and CNI
-// socket), pods enrolled through warren-cni as a container runtime would, and
-// helpers to read a node's admin/metrics endpoints from inside its netns.
-// Everything is undone in the destructor: nodes stopped, BPF pins removed.
+// The mesh on top of a netns Cluster: one warren-node per node in in-pod mode
+// (its own cgroup, BPF pins and CNI socket), pods enrolled through warren-cni
+// as a container runtime would, and helpers to read a node's admin/metrics
+// endpoints from inside its netns. Two ways to configure the nodes:
+//   - config files (the default): a dev CA issues the certificates and each
+//     node's file holds everything (workloads, services, policies);
+//   - controller mode (MeshOptions::controller, controller_mesh.h): a
+//     warren-controller in its own netns reads manifests, pushes the
+//     configuration and issues the certificates; the node files only hold the
+//     bootstrap (node, listeners, capture, controller address).
+// Everything is undone in the destructor: nodes and controller stopped, BPF
+// pins removed.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "controller_mesh.h"
 #include "harness.h"
 
 namespace warren::netns {
@@ -34,6 +42,26 @@ struct MeshOptions {
   nlohmann::json peer_authentications = nlohmann::json::array();
   bool start_nodes = true;
   bool enroll_pods = true;  // CNI ADD for every pod once the nodes are up
+
+  // Controller mode. The options above become manifests in the controller's
+  // directory: 00-namespaces.yaml (enrolled_namespaces labelled, the pods'
+  // other namespaces not), 10-pods.yaml (one Pod per cluster pod, labels
+  // app=<pod name>, opted_out ones warren.io/dataplane-mode=none, each
+  // service's endpoints service.warren.test/<service>=true), 20-services.yaml
+  // (selecting that label), 30-policies.yaml (policies and
+  // peer_authentications, Istio objects in both modes). The nodes start once
+  // the controller is ready, pods are enrolled once the nodes have their
+  // first configuration, and the constructor returns once every node holds
+  // the certificates of its pods (wait_certificates).
+  bool controller = false;
+  ControllerOptions controller_options;
+  // Per pod (by harness name pod-N-K): what its Pod manifest says, also used
+  // for the CNI call's pod name, namespace and uid.
+  std::map<std::string, PodSpec> pod_specs;
+  // Copied into the manifests directory (its top-level *.yaml, *.yml and
+  // *.json files) before the controller starts.
+  std::string manifests_from;
+  bool generate_manifests = true;  // false: manifests_from holds everything, Pods included
 };
 
 class Mesh {
@@ -44,6 +72,9 @@ class Mesh {
   Mesh& operator=(const Mesh&) = delete;
 
   Cluster& cluster() { return c_; }
+  bool controller_mode() const { return o_.controller; }
+  // Controller mode only (throws otherwise).
+  Controller& controller();
   // The node config as written (tests may edit it and write it back).
   nlohmann::json config(int node) const;
   // Writes a node's config atomically; the node re-reads it within ~0.5 s.
@@ -51,7 +82,14 @@ class Mesh {
   // Applies fn to every node's config and writes them.
   void update_configs(const std::function<void(nlohmann::json&)>& fn);
   // Waits until every node reports the config version after the update.
+  // Controller mode: until every node acked the controller's current version.
   bool wait_config_applied(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Controller mode: waits until every node holds a certificate for each
+  // identity it wants (its pods' service accounts), none in flight.
+  bool wait_certificates(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Controller mode: the "controller" section of a node's /config_dump ({}
+  // when the node does not answer).
+  nlohmann::json controller_status(int node);
 
   void start_node(int node);
   void stop_node(int node);  // SIGTERM, wait
@@ -76,12 +114,17 @@ class Mesh {
 
  private:
   nlohmann::json make_config(int node) const;
+  nlohmann::json make_bootstrap(int node) const;
+  void write_manifests();
+  void start_controller_mode();
+  PodSpec spec_of(const PodInfo& p) const;
   std::string config_path(int node) const;
   Cluster& c_;
   MeshOptions o_;
   std::string ca_dir_, certs_dir_;
   std::map<int, std::unique_ptr<e2e::Process>> nodes_;
   std::map<int, uint64_t> versions_;
+  std::unique_ptr<Controller> ctl_;
 };
 
 // HTTP/1.1 GET from inside a netns (a thread that setns()es); "" on error.

@@ -1,0 +1,258 @@
+// warren-demo's tour, steps 3 to 8 (demo_tour.h).
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "demo_tour.h"
+
+namespace warren::demo {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using netns::podtool_path;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+void Tour::step_traffic() {
+  title("3. Traffic: plain TCP in the application, mutual TLS between the pods");
+  const auto& fe = pod("frontend");
+  const auto& catalog = service("catalog");
+  say("(\"[ns/pod]$ cmd\" = cmd run in that pod's network namespace and cgroup, as its container would)");
+  say("The frontend calls the catalog Service (" + catalog.addr() + ", a VIP that exists only in the mesh):");
+  std::set<std::string> versions;
+  for (int i = 0; i < 2; i++) {
+    auto before = peer_counts();
+    auto r = connect(fe, catalog.addr(), i == 0 ? "hello-catalog" : "hello-again");
+    auto j = netns::podtool_json(r.output);
+    must(r.exit_code == 0 && j.is_object() && j.value("echo_ok", false), "frontend reaches the catalog", r.output);
+    std::string who = answered(before);
+    must(!who.empty(), "a catalog pod logged the connection");
+    const auto& p = pod(who);
+    auto v = p.labels.count("version") ? p.labels.at("version") : "?";
+    versions.insert(v);
+    claim(true, "answered by " + p.prompt() + " (version " + v + ", on " + p.node + ")");
+  }
+  claim(versions.size() == 2, "one Service, two versions: the node balances new connections over both");
+
+  const auto& rv = pod("reviews");
+  std::string secret = "TOP-SECRET-" + std::to_string(getpid());
+  say("");
+  say("The frontend calls reviews (on the other node) while tcpdump listens on the nodes' link:");
+  Wire w(*c_, "wire.pcap");
+  auto r = connect(fe, service("reviews").addr(), secret);
+  must(r.exit_code == 0, "frontend reaches reviews", r.output);
+  std::string bytes = w.stop();
+  cmd("host", "tcpdump -nn -t -r wire.pcap 'tcp port 15008' | head -3");
+  auto lines = wire_lines(w.file, "tcp port 15008");
+  out(lines, 3, 100);
+  claim(contains(lines, fe.ip + ".") && contains(lines, rv.ip + ".15008"),
+        "on the wire: " + fe.ip + " -> " + rv.ip + ":15008, HBONE (HTTP/2 CONNECT inside TLS 1.3)", lines);
+  claim(!contains(bytes, secret) && contains(bytes, std::string("\x17\x03\x03", 3)),
+        "TLS records only: \"" + secret + "\" appears nowhere in the " + std::to_string(bytes.size()) +
+            "-byte capture");
+  auto seen = peers("reviews");
+  claim(!seen.empty() && starts_with(seen.back(), fe.ip + ":"),
+        "reviews saw the connection come from " + fe.ip + ", the frontend's own address");
+  say("The receiving node logs each connection with both ends' identities, from their certificates:");
+  int node2 = rv.slot->node;
+  cmd(rv.node, "tail -1 access-" + std::to_string(node2) + ".log   # a JSON line; the identities:");
+  std::string al = access_line(node2, fe.identity(), rv.identity());
+  out(al, 1, 160);
+  claim(!al.empty(), "mutual TLS: the frontend proved " + fe.identity() + ", reviews proved " + rv.identity());
+}
+
+void Tour::step_allow() {
+  title("4. Policy: Istio's AuthorizationPolicy, from policies.yaml, checked by the receiving node");
+  out(without_comments(e2e::read_file(examples_ + "/policies.yaml")), 20);
+  const auto& rv = pod("reviews");
+  auto before = peer_counts();
+  std::vector<std::string> logs_before;
+  for (int n = 1; n <= nodes_; n++) logs_before.push_back(mesh_->node_log(n));
+  auto r = connect(rv, service("catalog").addr(), "may-i");
+  pause_for(200ms);
+  auto after = peer_counts();
+  bool none = after.at("catalog-v1") == before.at("catalog-v1") && after.at("catalog-v2") == before.at("catalog-v2");
+  claim(r.exit_code != 0 && none, "reviews (" + rv.identity() + ") is refused; no catalog pod saw a connection",
+        r.output);
+  for (int n = 1; n <= nodes_; n++) {
+    std::string log = mesh_->node_log(n).substr(std::min(logs_before[n - 1].size(), mesh_->node_log(n).size()));
+    if (auto l = last_line_with(log, "refused"); !l.empty()) {
+      cmd("node-" + std::to_string(n), "(warren-node's log)");
+      out(log_msg(l), 1, 160);
+    }
+  }
+  claim(true, "the frontend's calls to the catalog (step 3) passed the same policy");
+}
+
+void Tour::step_deny() {
+  title("5. A DENY policy, applied by adding a file to the directory");
+  auto& ctl = mesh_->controller();
+  const auto& fe = pod("frontend");
+  std::string reviews = service("reviews").addr();
+  std::string text = e2e::read_file(examples_ + "/" + kDenyFile);
+  out(without_comments(text), 20);
+  std::string name = fs::path(kDenyFile).filename().string();
+  uint64_t v0 = ctl.version();
+  cmd("host", std::string("cp examples/mesh/") + kDenyFile + " " + manifests() + "/");
+  auto t0 = Clock::now();
+  ctl.write_manifest(name, text);
+  long took = -1;
+  e2e::CmdResult last;
+  while (Clock::now() - t0 < 5s && took < 0) {
+    checkpoint();
+    last = connect(fe, reviews, "again", false, 1000);
+    if (last.exit_code != 0) took = ms_since(t0);
+  }
+  must(ctl.wait_acked(c_->nodes().size(), v0 + 1), "both nodes acknowledged the new version",
+       ctl.get("/debug/nodes"));
+  if (auto l = last_line_with(ctl.log(), "config version "); !l.empty()) {
+    cmd("controller", "(warren-controller's log)");
+    out(log_msg(l), 1, 140);
+  }
+  connect(fe, reviews, "again");
+  claim(took >= 0, "the frontend's calls to reviews are refused, " + std::to_string(took) +
+                       " ms after the file was written; no restart, both nodes on version " +
+                       std::to_string(ctl.version()));
+  say("");
+  cmd("host", "rm " + manifests() + "/" + name);
+  t0 = Clock::now();
+  ctl.remove_manifest(name);
+  took = -1;
+  while (Clock::now() - t0 < 5s && took < 0) {
+    checkpoint();
+    if (connect(fe, reviews, "back", false, 1000).exit_code == 0) took = ms_since(t0);
+  }
+  claim(took >= 0, "allowed again " + std::to_string(took) + " ms after the file was removed");
+}
+
+void Tour::step_enroll() {
+  title("6. A namespace joins the mesh at run time");
+  auto& ctl = mesh_->controller();
+  const auto& billing = pod("billing");
+  const auto& inventory = pod("inventory");
+  std::string to = inventory.ip + ":" + std::to_string(inventory.port);
+  say("Namespace " + billing.ns + " is not in the mesh: " + billing.prompt() + " (" + billing.node + ") calls " +
+      inventory.prompt() + " (" + inventory.node + ") in plain TCP, for anyone on the wire to read:");
+  std::string m1 = "LEGACY-PLAINTEXT-" + std::to_string(getpid());
+  {
+    Wire w(*c_, "legacy-before.pcap");
+    auto r = connect(billing, to, m1);
+    must(r.exit_code == 0, "billing reaches inventory", r.output);
+    std::string bytes = w.stop();
+    auto lines = wire_lines(w.file, "tcp and host " + inventory.ip);
+    claim(contains(bytes, m1) && contains(lines, inventory.ip + "." + std::to_string(inventory.port)),
+          "on the wire: " + billing.ip + " -> " + to + ", and \"" + m1 + "\" in the clear", lines);
+  }
+  say("");
+  say("Label the namespace: the live namespaces.yaml becomes examples/mesh/" + std::string(kEnrolledNamespaces) + ":");
+  std::string text = e2e::read_file(examples_ + "/" + kEnrolledNamespaces);
+  std::string doc = without_comments(text);
+  out(doc.substr(doc.find("---") == std::string::npos ? 0 : doc.find("---") + 4), 10);
+  cmd("host", std::string("cp examples/mesh/") + kEnrolledNamespaces + " " + manifests() + "/namespaces.yaml");
+  auto t0 = Clock::now();
+  ctl.write_manifest("namespaces.yaml", text);
+  bool both = mesh_->wait_enrolled(*billing.slot, true, 5s) && mesh_->wait_enrolled(*inventory.slot, true, 5s);
+  long took = ms_since(t0);
+  claim(both, billing.prompt() + " and " + inventory.prompt() + " enrolled " + std::to_string(took) +
+                  " ms after the file was written (running pods, no restart)");
+  std::string m2 = "LEGACY-SECRET-" + std::to_string(getpid());
+  say("The same call again:");
+  Wire w(*c_, "legacy-after.pcap");
+  auto r = connect(billing, to, m2);
+  must(r.exit_code == 0, "billing reaches inventory in the mesh", r.output);
+  std::string bytes = w.stop();
+  auto lines = wire_lines(w.file, "tcp port 15008");
+  claim(contains(lines, billing.ip + ".") && contains(lines, inventory.ip + ".15008") && !contains(bytes, m2),
+        "on the wire now: " + billing.ip + " -> " + inventory.ip + ":15008 (HBONE), \"" + m2 + "\" nowhere",
+        lines);
+  std::string al = access_line(inventory.slot->node, billing.identity(), inventory.identity());
+  cmd(inventory.node, "(access-" + std::to_string(inventory.slot->node) + ".log)");
+  out(al, 1, 160);
+  claim(!al.empty(), "and both ends are known by their certificates");
+}
+
+void Tour::step_metrics() {
+  title("7. Metrics, in Prometheus text with Istio's names and labels");
+  const auto& rv = pod("reviews");
+  int n = rv.slot->node;
+  std::string node_ip = c_->node(n).ip;
+  cmd(rv.node, "curl -s " + node_ip + ":15020/metrics | grep ^istio_tcp_connections_opened_total");
+  say("(labels shortened: source -> destination workload, security policy, response flags, count)");
+  auto samples = e2e::parse_metrics(mesh_->metrics(n));
+  bool mtls = false, denied = false;
+  for (auto& s : samples) {
+    if (s.name != "istio_tcp_connections_opened_total" || s.labels["reporter"] != "destination") continue;
+    auto l = s.labels;
+    std::ostringstream o;
+    o << l["source_workload_namespace"] << "/" << l["source_workload"] << " -> " << l["destination_workload"]
+      << "  " << l["connection_security_policy"] << "  flags=" << l["response_flags"] << "  " << s.value;
+    out(o.str(), 1, 140);
+    if (l["source_workload"] == "frontend" && l["destination_workload"] == "reviews") {
+      if (l["connection_security_policy"] == "mutual_tls" && l["response_flags"] == "-") mtls = true;
+      if (l["response_flags"] == "DENY") denied = true;
+    }
+  }
+  claim(mtls, "frontend -> reviews: counted by " + rv.node + " as mutual_tls");
+  claim(denied, "and the connections the DENY policy refused, with response_flags=DENY");
+  auto& ctl = mesh_->controller();
+  say("");
+  cmd("controller", "curl -s " + ctl.monitoring() + "/metrics | grep -E '^warren_(push|ca)_'");
+  double connected = 0;
+  for (auto& s : e2e::parse_metrics(ctl.get("/metrics"))) {
+    bool show = s.name == "warren_push_connected_nodes" || s.name == "warren_push_acks_total" ||
+                s.name == "warren_ca_requests_total" || s.name == "warren_push_ack_latency_seconds_count";
+    if (!show) continue;
+    if (s.name == "warren_push_connected_nodes") connected = s.value;
+    std::string labels;
+    for (auto& [k, v] : s.labels) labels += (labels.empty() ? "{" : ",") + k + "=\"" + v + "\"";
+    std::ostringstream o;
+    o << s.name << (labels.empty() ? "" : labels + "}") << " " << s.value;
+    out(o.str(), 1);
+  }
+  claim(connected == nodes_, "the controller holds a configuration stream to each node");
+}
+
+void Tour::step_next() {
+  title("8. Where to look next");
+  auto& ctl = mesh_->controller();
+  std::string N = netns::cli_path(), P = podtool_path();
+  const auto& fe = pod("frontend");
+  int rn = pod("reviews").slot->node;
+  struct Try {
+    std::vector<std::string> argv;
+    std::string shown, expect;
+  };
+  auto ns = [](const std::string& path) { return "nsenter --net=" + path; };
+  std::string node1 = c_->node(1).netns_path, noder = c_->node(rn).netns_path;
+  std::string slot = std::to_string(fe.slot->node) + "/" + std::to_string(fe.slot->index);
+  std::vector<Try> tries = {
+      {{"/usr/bin/nsenter", "--net=" + ctl.netns_path(), "/usr/bin/curl", "-s", ctl.monitoring() + "/debug/nodes"},
+       ns(ctl.netns_path()) + " curl -s " + ctl.monitoring() + "/debug/nodes      # also /metrics, /debug/rejected",
+       "\"acked\""},
+      {{"/usr/bin/nsenter", "--net=" + node1, "/usr/bin/curl", "-s", "127.0.0.1:15000/config_dump"},
+       ns(node1) + " curl -s 127.0.0.1:15000/config_dump | jq .controller", "\"controller\""},
+      {{"/usr/bin/nsenter", "--net=" + noder, "/usr/bin/curl", "-s", c_->node(rn).ip + ":15020/metrics"},
+       ns(noder) + " curl -s " + c_->node(rn).ip + ":15020/metrics", "istio_tcp_connections_opened_total"},
+      {{N, "exec", "--tag", tag_, "--pod", slot, "--", P, "connect", "--to", service("reviews").addr(),
+        "--send-marker", "hi", "--expect-echo"},
+       "$N exec --tag " + tag_ + " --pod " + slot + " -- $P connect --to " + service("reviews").addr() +
+           " --send-marker hi --expect-echo      # as " + fe.prompt(),
+       "\"echo_ok\":true"}};
+  for (auto& t : tries) {
+    auto r = e2e::run(t.argv);
+    must(r.exit_code == 0 && contains(r.output, t.expect), "suggested command: " + t.shown, r.output);
+  }
+  std::cout << "  N=" << N << "\n  P=" << P << "\n";
+  for (auto& t : tries) std::cout << "  " << t.shown << "\n";
+  std::cout << "  " << manifests() << "/   the live manifests: edit, add or remove files\n"
+            << "      (e.g. cp examples/mesh/" << kDenyFile << " there again)\n"
+            << "  " << c_->dir() << "/controller.log, node-{1.." << nodes_ << "}.log, access-{1.." << nodes_
+            << "}.log   the logs\n"
+            << "  examples/mesh/README.md explains the manifests; ARCHITECTURE.md the pieces.\n";
+}
+
+}  // namespace warren::demo
