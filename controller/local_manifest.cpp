@@ -78,7 +78,7 @@ Result<std::vector<ManifestObject>> parse_json(const std::string& text) {
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for numbers too large
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 3, column 5: ..."
     auto close = what.find("] ");
     if (close != std::string::npos) what.erase(0, close + 2);

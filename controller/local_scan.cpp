@@ -64,7 +64,7 @@ Result<std::string> read_file(const std::string& path, size_t max) {
 // kubectl's and a cluster's defaults for what local manifests leave out.
 void apply_defaults(json& obj) {
   if (!obj.is_object()) return;
-  std::string kind = obj.value("kind", "");
+  std::string kind = key_of(obj).kind;
   auto& md = obj["metadata"];
   if (!md.is_object()) return;
   bool namespaced = is_known_kind(kind) && !is_cluster_scoped(kind);
@@ -112,8 +112,14 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
     f.stamp = stamp;
     Result<std::vector<ManifestObject>> parsed = make_error(Errc::kInternal, "");
     auto text = read_file(dir + "/" + origin, opts.max_file_size);
-    if (text) parsed = parse_manifest(*text, origin.ends_with(".json"));
-    else parsed = text.error();
+    try {  // this runs in libuv callbacks: a bug must not take the controller down
+      if (text) parsed = parse_manifest(*text, origin.ends_with(".json"));
+      else parsed = text.error();
+      if (parsed)
+        for (auto& m : *parsed) apply_defaults(m.obj);
+    } catch (const std::exception& e) {
+      parsed = make_error(Errc::kInternal, std::string("internal error: ") + e.what());
+    }
     if (!parsed) {
       std::string msg = origin + ": " + parsed.error().message;
       if (msg != f.error) report(ObjectKey{}, origin, msg + (f.objects.empty() ? "" : " (its objects keep their last good version)"));
@@ -127,7 +133,6 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
     std::vector<std::string> object_errors;
     std::map<ObjectKey, int> lines;
     for (auto& m : *parsed) {
-      apply_defaults(m.obj);
       ObjectKey key = key_of(m.obj);
       std::string where = origin + ":" + std::to_string(m.line);
       if (key.kind.empty() || key.name.empty()) {

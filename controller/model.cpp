@@ -48,6 +48,20 @@ Model::Model(ModelOptions opts, ValidationListener* listener) : impl_(std::make_
 Model::~Model() = default;
 
 void Model::upsert(const std::string& origin, json obj) {
+  // Nothing a source feeds may take the controller down (this runs in libuv
+  // callbacks): a bug in validation or translation rejects that object.
+  ObjectKey key = key_of(obj);
+  try {
+    upsert_checked(origin, std::move(obj));
+  } catch (const std::exception& e) {
+    std::string msg = format_problems(origin, key, {{"", std::string("internal error: ") + e.what()}});
+    impl_->rejected[key] = msg;
+    spdlog::error("rejected: {}", msg);
+    if (impl_->listener) impl_->listener->rejected(key, origin, msg);
+  }
+}
+
+void Model::upsert_checked(const std::string& origin, json obj) {
   Impl& m = *impl_;
   ObjectKey key = key_of(obj);
   // Istio's own Gateway (networking.istio.io, ingress/egress gateways) is not

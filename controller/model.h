@@ -115,6 +115,7 @@ class Model : public Sink {
   const nlohmann::json* held(const ObjectKey& key) const;
 
  private:
+  void upsert_checked(const std::string& origin, nlohmann::json obj);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

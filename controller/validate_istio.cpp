@@ -11,7 +11,7 @@
 namespace warren::controller::detail {
 
 void check_with_node_parser(Checker& c, const json& obj) {
-  const char* list = obj.value("kind", "") == "PeerAuthentication" ? "peerAuthentications" : "policies";
+  const char* list = key_of(obj).kind == "PeerAuthentication" ? "peerAuthentications" : "policies";
   json doc = {{"node", {{"name", "validate"}, {"address", "127.0.0.1"}}},
               {"certificates", {{"rootCert", "-"}, {"dir", "-"}}},
               {list, json::array({obj})}};
