@@ -81,6 +81,19 @@ void apply_defaults(json& obj) {
 }  // namespace
 
 std::vector<std::string> LocalSource::Impl::scan(bool first) {
+  std::error_code ec;
+  if (!first && !fs::is_directory(dir, ec)) {
+    // Gone (unmounted, being replaced): keep every object rather than remove
+    // the whole mesh's config, and look again every 2 s.
+    spdlog::error("local: {} is not a directory any more; keeping the last objects read", dir);
+    if (!opts.poll_ms) {
+      opts.poll_ms = 2000;
+      poll.start(opts.poll_ms, opts.poll_ms, [this] { run_scan(false); });
+    }
+    std::vector<std::string> keep;
+    for (const auto& [path, w] : watches) keep.push_back(path);
+    return keep;
+  }
   std::map<std::string, FileStamp> found;
   std::vector<std::string> dirs{dir};
   walk(dir, "", found, dirs);

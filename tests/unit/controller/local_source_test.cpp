@@ -121,6 +121,8 @@ items:
   REQUIRE(js.ok());
   CHECK(js->size() == 2);
   CHECK(parse_manifest("{\"kind\": \n", true).error().message.rfind("line 2, column 1:", 0) == 0);
+  CHECK_FALSE(parse_manifest("{\"a\": 1e99999}", true).ok());  // out of range: an error, not an exception
+  CHECK_FALSE(parse_manifest("a: [1\n", false).ok());
 }
 
 TEST_CASE("local source: reads nested multi-document YAML JSON and lists", "[controller][local]") {
@@ -360,4 +362,21 @@ TEST_CASE("local source: Istio users' YAML is accepted unchanged", "[controller]
   auto snap = warren::config::parse(node_config(sink.model, "node-a"));
   REQUIRE(snap.ok());
   CHECK((*snap)->policies.size() == 2);
+}
+
+TEST_CASE("local source: the directory itself vanishing keeps the objects", "[controller][local]") {
+  TempDir dir;
+  dir.write("a.yaml", pod_yaml("a", "10.1.0.1"));
+  Loop loop;
+  RecordingSink sink;
+  LocalSource src(&loop.loop, (dir.path / "").string(), &sink);
+  REQUIRE(src.start().ok());
+  fs::rename(dir.path, dir.path.string() + ".moved");
+  src.rescan();
+  CHECK(sink.objects.size() == 1);
+  CHECK(sink.removes == 0);
+  fs::rename(dir.path.string() + ".moved", dir.path);
+  dir.write("b.yaml", pod_yaml("b", "10.1.0.2"));
+  src.rescan();
+  CHECK(sink.objects.size() == 2);
 }
