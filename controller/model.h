@@ -27,7 +27,8 @@
 //                                 PeerAuthentication → policy, peerauth.
 //   RequestAuthentication, VirtualService, DestinationRule, Gateway,
 //   HTTPRoute, ServiceAccount, Node: validated and held, not translated yet
-//   (the waypoint work, issue 5, reads them).
+//   (the waypoint work, issue 5, reads them). Istio's own Gateway
+//   (networking.istio.io) is ignored like a kind the model does not know.
 //
 // Consistency the node requires of a whole config, kept across objects:
 //   - an IP belongs to one workload: when pods share one (hostNetwork pods on
