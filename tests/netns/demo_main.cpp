@@ -16,7 +16,8 @@
 //
 //   warren-demo [--exit] [--keep]   --keep: the default (kept for old scripts)
 //
-// Exit codes: 0 shown as claimed, 1 a step failed, 77 not root, 130 interrupted.
+// Exit codes: 0 shown as claimed (then stopped with Ctrl-C, or --exit), 1 a
+// step failed, 77 not root, 130 interrupted before the tour ended.
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>

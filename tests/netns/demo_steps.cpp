@@ -21,7 +21,6 @@ void Tour::step_traffic() {
   title("3. Traffic: plain TCP in the application, mutual TLS between the pods");
   const auto& fe = pod("frontend");
   const auto& catalog = service("catalog");
-  say("(\"[ns/pod]$ cmd\" = cmd run in that pod's network namespace and cgroup, as its container would)");
   say("The frontend calls the catalog Service (" + catalog.addr() + ", a VIP that exists only in the mesh):");
   std::set<std::string> versions;
   for (int i = 0; i < 2; i++) {
@@ -46,7 +45,7 @@ void Tour::step_traffic() {
   auto r = connect(fe, service("reviews").addr(), secret);
   must(r.exit_code == 0, "frontend reaches reviews", r.output);
   std::string bytes = w.stop();
-  cmd("host", "tcpdump -nn -t -r wire.pcap 'tcp port 15008' | head -3");
+  cmd("host", "tcpdump -nn -t -r $W/wire.pcap 'tcp port 15008' | head -3");
   auto lines = wire_lines(w.file, "tcp port 15008");
   out(lines, 3, 100);
   claim(contains(lines, fe.ip + ".") && contains(lines, rv.ip + ".15008"),
@@ -59,7 +58,7 @@ void Tour::step_traffic() {
         "reviews saw the connection come from " + fe.ip + ", the frontend's own address");
   say("The receiving node logs each connection with both ends' identities, from their certificates:");
   int node2 = rv.slot->node;
-  cmd(rv.node, "tail -1 access-" + std::to_string(node2) + ".log   # a JSON line; the identities:");
+  cmd("host", "tail -1 $W/access-" + std::to_string(node2) + ".log   # one JSON line per connection; its identities:");
   std::string al = access_line(node2, fe.identity(), rv.identity());
   out(al, 1, 160);
   claim(!al.empty(), "mutual TLS: the frontend proved " + fe.identity() + ", reviews proved " + rv.identity());
@@ -81,7 +80,7 @@ void Tour::step_allow() {
   for (int n = 1; n <= nodes_; n++) {
     std::string log = mesh_->node_log(n).substr(std::min(logs_before[n - 1].size(), mesh_->node_log(n).size()));
     if (auto l = last_line_with(log, "refused"); !l.empty()) {
-      cmd("node-" + std::to_string(n), "(warren-node's log)");
+      cmd("host", "grep refused $W/node-" + std::to_string(n) + ".log | tail -1   # warren-node's log");
       out(log_msg(l), 1, 160);
     }
   }
@@ -110,8 +109,8 @@ void Tour::step_deny() {
   must(ctl.wait_acked(c_->nodes().size(), v0 + 1), "both nodes acknowledged the new version",
        ctl.get("/debug/nodes"));
   if (auto l = last_line_with(ctl.log(), "config version "); !l.empty()) {
-    cmd("controller", "(warren-controller's log)");
-    out(log_msg(l), 1, 140);
+    cmd("host", "tail -1 $W/controller.log   # warren-controller's log");
+    out(W(log_msg(l)), 1, 140);
   }
   connect(fe, reviews, "again");
   claim(took >= 0, "the frontend's calls to reviews are refused, " + std::to_string(took) +
@@ -170,7 +169,7 @@ void Tour::step_enroll() {
         "on the wire now: " + billing.ip + " -> " + inventory.ip + ":15008 (HBONE), \"" + m2 + "\" nowhere",
         lines);
   std::string al = access_line(inventory.slot->node, billing.identity(), inventory.identity());
-  cmd(inventory.node, "(access-" + std::to_string(inventory.slot->node) + ".log)");
+  cmd("host", "tail -1 $W/access-" + std::to_string(inventory.slot->node) + ".log");
   out(al, 1, 160);
   claim(!al.empty(), "and both ends are known by their certificates");
 }
@@ -246,11 +245,12 @@ void Tour::step_next() {
     auto r = e2e::run(t.argv);
     must(r.exit_code == 0 && contains(r.output, t.expect), "suggested command: " + t.shown, r.output);
   }
-  std::cout << "  N=" << N << "\n  P=" << P << "\n";
+  say(keep ? "While the mesh runs, as root from another terminal:" : "While the mesh runs (not after --exit), as root:");
+  std::cout << "  W=" << c_->dir() << "\n  N=" << N << "\n  P=" << P << "\n";
   for (auto& t : tries) std::cout << "  " << t.shown << "\n";
   std::cout << "  " << manifests() << "/   the live manifests: edit, add or remove files\n"
             << "      (e.g. cp examples/mesh/" << kDenyFile << " there again)\n"
-            << "  " << c_->dir() << "/controller.log, node-{1.." << nodes_ << "}.log, access-{1.." << nodes_
+            << "  $W/controller.log, node-{1.." << nodes_ << "}.log, access-{1.." << nodes_
             << "}.log   the logs\n"
             << "  examples/mesh/README.md explains the manifests; ARCHITECTURE.md the pieces.\n";
 }

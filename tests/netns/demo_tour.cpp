@@ -90,6 +90,9 @@ void Tour::load() {
         nodes_ = std::max(nodes_, n);
         slots_ = std::max(slots_, k - 10);
         pods_[p.name] = p;
+      } else if (kind == "Namespace") {
+        json labels = md.value("labels", json::object());
+        if (str(labels, "warren.io/dataplane-mode") == "enabled") enrolled_ns_.insert(str(md, "name"));
       } else if (kind == "Service") {
         AppService s;
         s.name = str(md, "name");
@@ -116,7 +119,13 @@ const Tour::AppService& Tour::service(const std::string& name) const {
   return it->second;
 }
 
-std::string Tour::manifests() const { return mesh_->controller().manifests_dir(); }
+std::string Tour::manifests() const { return W(mesh_->controller().manifests_dir()); }
+
+std::string Tour::W(std::string text) const {
+  const std::string d = c_ ? c_->dir() : std::string();
+  for (size_t at; !d.empty() && (at = text.find(d)) != std::string::npos;) text.replace(at, d.size(), "$W");
+  return text;
+}
 
 e2e::CmdResult Tour::connect(const AppPod& from, const std::string& to, const std::string& marker,
                              bool print, int timeout_ms) {
@@ -185,6 +194,10 @@ std::string Tour::wire_lines(const std::string& pcap, const std::string& filter)
 // ---- the steps ----------------------------------------------------------------------------
 
 void Tour::run() {
+  std::cout << bold("Warren: a sidecarless service mesh, on this machine") << "\n"
+            << "  A controller reads Kubernetes YAML and runs a certificate authority; a proxy per node\n"
+            << "  (warren-node) captures its pods' connections with eBPF and carries them over mutual TLS,\n"
+            << "  checking Istio's policies. Every line marked with a check below was verified as printed.\n";
   step_cluster();
   step_control_plane();
   step_traffic();
@@ -207,6 +220,7 @@ void Tour::step_cluster() {
   say("Nodes and pods are Linux network namespaces (this machine's own network is never touched):");
   say(std::to_string(nodes_) + " nodes on a bridge, " + std::to_string(slots_) +
       " pods each. The application is examples/mesh/pods.yaml; each pod runs an echo server:");
+  say("");
   for (auto& n : c_->nodes()) {
     std::string line = n.name + "  " + n.ip + "   ";
     for (auto& slot : n.pods)
@@ -226,6 +240,10 @@ void Tour::step_cluster() {
     servers_[name] = std::move(s);
   }
   claim(true, std::to_string(pods_.size()) + " pods up, each answering on its port (warren-podtool serve --echo)");
+  say("");
+  say("This run's files (configs, logs, captures) are under W=" + c_->dir());
+  say("Commands are shown as you could type them: [controller]$, [node-1]$, [shop/frontend]$ ... run");
+  say("in that network namespace (a pod's also in its cgroup), [host]$ on this machine; step 8 says how.");
 }
 
 void Tour::step_control_plane() {
@@ -248,20 +266,22 @@ void Tour::step_control_plane() {
   mesh_ = std::make_unique<netns::Mesh>(*c_, o);
   auto& ctl = mesh_->controller();
   std::string files;
-  for (auto& f : files_) files += f + "  ";
-  say("A copy of examples/mesh (the demo edits the copy, never examples/): " + files);
-  say("in " + ctl.manifests_dir());
-  cmd("controller", "warren-controller --manifests " + ctl.manifests_dir() + " --state-dir " + ctl.state_dir() +
-                        " --bootstrap-tokens " + ctl.tokens_file() + " --listen " + ctl.address() +
-                        " --monitoring " + ctl.monitoring());
+  for (auto& f : files_) files += (files.empty() ? "" : ", ") + f;
+  say("It watches a directory of the YAML you would kubectl apply: a copy of examples/mesh");
+  say("(" + files + ") in $W/controller/manifests. The demo edits the copy, never examples/.");
+  cmd("controller", "warren-controller --manifests " + W(ctl.manifests_dir()) + " --state-dir " +
+                        W(ctl.state_dir()) + " --bootstrap-tokens " + W(ctl.tokens_file()) +
+                        " --listen " + ctl.address() + " --monitoring " + ctl.monitoring());
   for (const char* what : {"local: ", "config version "})
-    if (auto l = last_line_with(ctl.log(), what); !l.empty()) out(log_msg(l), 1, 140);
-  claim(true, "controller ready on " + ctl.address() + " (its own network namespace " + ctl.netns() +
-                  ", on the nodes' bridge); its CA root: " + ctl.ca_file());
+    if (auto l = last_line_with(ctl.log(), what); !l.empty()) out(W(log_msg(l)), 1, 140);
+  claim(true, "controller ready on " + ctl.address() + ", in a network namespace of its own (" +
+                  ctl.netns() + ") on the nodes' bridge");
 
   say("");
-  say("Each node runs warren-node with a bootstrap file (name, listeners, eBPF capture) and");
-  say("--controller " + ctl.address() + " --controller-token FILE --controller-ca root-cert.pem:");
+  say("Each node runs warren-node with a small bootstrap file: its name, listeners, eBPF capture and");
+  say("where the controller is; workloads, services, policies and certificates come from the controller:");
+  cmd("node-1", "warren-node -c " + W(c_->dir()) + "/node-1.json   # \"controller\": {\"address\": \"" +
+                    ctl.address() + "\", \"tokenFile\": ..., \"caFile\": ...}");
   for (auto& n : c_->nodes()) mesh_->start_node(n.index);
   must(ctl.wait_acked(c_->nodes().size(), 0, 10s), "the nodes acknowledged the configuration",
        ctl.get("/debug/nodes"));
@@ -269,7 +289,7 @@ void Tour::step_control_plane() {
   cmd("controller", "curl -s " + ctl.monitoring() + "/debug/nodes | jq -c '.nodes[]|{node,connected,acked}'");
   for (auto& n : dn["nodes"])
     out(json{{"node", n["node"]}, {"connected", n["connected"]}, {"acked", n["acked"]}}.dump(), 1);
-  claim(true, "both nodes connected and acknowledged configuration version " +
+  claim(true, "every node connected (bootstrap token) and acknowledged configuration version " +
                   std::to_string(dn.value("version", 0ull)));
 
   say("");
@@ -291,8 +311,11 @@ void Tour::step_control_plane() {
   }
   std::vector<std::string> in, outside;
   for (auto& [name, p] : pods_) {
-    bool enrolled = mesh_->wait_enrolled(*p.slot, true, 3s);
-    (enrolled ? in : outside).push_back(p.prompt());
+    bool want = enrolled_ns_.count(p.ns) && !(p.labels.count("warren.io/dataplane-mode") &&
+                                             p.labels.at("warren.io/dataplane-mode") == "none");
+    must(mesh_->wait_enrolled(*p.slot, want, 5s), p.prompt() + (want ? " enrolled" : " left alone"),
+         mesh_->node_log(p.slot->node));
+    (want ? in : outside).push_back(p.prompt());
   }
   auto join = [](const std::vector<std::string>& v) {
     std::string s;
@@ -304,7 +327,8 @@ void Tour::step_control_plane() {
 
   say("");
   say("Certificates: each node makes a key per service account of its pods and has it signed by the");
-  say("controller's CA (which signs only identities of pods scheduled on the asking node):");
+  say("controller's CA (which signs only identities of pods scheduled on the asking node); each is");
+  say("renewed at about half its lifetime:");
   must(mesh_->wait_certificates(15s), "the nodes got their certificates", mesh_->controller_status(1).dump(2));
   size_t held = 0;
   for (auto& n : c_->nodes()) {

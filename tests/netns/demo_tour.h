@@ -10,6 +10,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,7 @@ struct Wire {
   std::unique_ptr<e2e::Process> proc;
   std::string file;
   Wire(netns::Cluster& c, const std::string& name) : file(c.dir() + "/" + name) {
-    cmd("fabric", "tcpdump -i " + c.node(1).fabric_if + " -w " + name +
+    cmd("fabric", "tcpdump -i " + c.node(1).fabric_if + " -w $W/" + name +
                       "      # node-1's port on the bridge between the nodes");
     proc = std::make_unique<e2e::Process>(
         std::vector<std::string>{netns::nsexec_path(), "--netns", c.fabric_netns_path(), "--",
@@ -94,7 +95,9 @@ class Tour {
   void load();
   const AppPod& pod(const std::string& name) const;
   const AppService& service(const std::string& name) const;
-  std::string manifests() const;  // the live copy the controller watches
+  std::string manifests() const;  // the live copy the controller watches ($W/...)
+  // Paths under the cluster's directory as "$W/..." (the tour prints W once).
+  std::string W(std::string text) const;
   e2e::CmdResult connect(const AppPod& from, const std::string& to, const std::string& marker,
                          bool print = true, int timeout_ms = 3000);
   std::vector<std::string> peers(const std::string& pod_name) const;
@@ -118,6 +121,7 @@ class Tour {
   std::vector<std::string> files_;
   std::map<std::string, AppPod> pods_;
   std::map<std::string, AppService> services_;
+  std::set<std::string> enrolled_ns_;  // Namespaces labelled warren.io/dataplane-mode=enabled
   int nodes_ = 0, slots_ = 0;
   std::string tag_;
   std::unique_ptr<netns::Cluster> c_;
