@@ -348,14 +348,24 @@ void Tour::step_control_plane() {
 void Tour::wait_for_ctrl_c() {
   std::cout << "\n" << bold("The mesh keeps running; press Ctrl-C to stop it and clean up.") << std::endl;
   auto& ctl = mesh_->controller();
+  bool ctl_gone = false;
   while (!g_signal) {
     std::this_thread::sleep_for(200ms);
-    bool ok = ctl.alive();
-    for (int n = 1; n <= nodes_; n++) ok = ok && mesh_->node_alive(n);
-    if (!ok) {
-      std::this_thread::sleep_for(500ms);  // a Ctrl-C reaches the children too (same process group)
-      if (!g_signal) throw StepFailed("warren-controller or a warren-node exited");
-    }
+    bool nodes_ok = true;
+    for (int n = 1; n <= nodes_; n++) nodes_ok = nodes_ok && mesh_->node_alive(n);
+    bool ctl_ok = ctl.alive();
+    if (nodes_ok && (ctl_ok || ctl_gone)) continue;
+    std::this_thread::sleep_for(500ms);  // a Ctrl-C reaches the children too (same process group)
+    if (g_signal) break;
+    if (!nodes_ok) throw StepFailed("a warren-node exited; see its log under $W");
+    // Trying that out is fair: the nodes keep serving what they were last sent.
+    ctl_gone = true;
+    say("");
+    say("warren-controller exited. The nodes keep serving with the configuration and certificates");
+    say("they hold, and reconnect (with backoff) when it is back. To start it again (same CA root):");
+    std::string line = "nsenter --net=" + ctl.netns_path();
+    for (auto& a : ctl.argv()) line += " " + a;
+    say(line + " &");
   }
   std::cout << "\nStopping the mesh and removing the cluster ..." << std::endl;
 }

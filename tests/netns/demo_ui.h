@@ -32,10 +32,10 @@ inline void title(const std::string& s) {
   checkpoint();
   std::cout << "\n" << bold(s) << "\n";
 }
-inline void say(const std::string& s) { std::cout << "  " << s << "\n"; }
+inline void say(const std::string& s) { std::cout << "  " << s << std::endl; }
 // A command as the reader could type it (where: the prompt, e.g. the pod).
 inline void cmd(const std::string& where, const std::string& c) {
-  std::cout << "  " << dim("[" + where + "]$ ") << c << "\n";
+  std::cout << "  " << dim("[" + where + "]$ ") << c << std::endl;
 }
 // Output, indented, at most max_lines lines of at most width characters.
 inline void out(const std::string& text, size_t max_lines = 6, size_t width = 110) {
@@ -55,7 +55,7 @@ inline void out(const std::string& text, size_t max_lines = 6, size_t width = 11
 inline void claim(bool ok, const std::string& what, const std::string& detail = "") {
   checkpoint();  // a failure caused by Ctrl-C killing a child is not a failed step
   if (!ok) throw StepFailed(what + (detail.empty() ? "" : "\n" + detail));
-  std::cout << "  " << (g_tty ? "\033[32m✓\033[0m " : "✓ ") << what << "\n";
+  std::cout << "  " << (g_tty ? "\033[32m✓\033[0m " : "✓ ") << what << std::endl;
 }
 // A precondition of the tour (not worth a line of output).
 inline void must(bool ok, const std::string& what, const std::string& detail = "") {
