@@ -542,8 +542,8 @@ class Bench:
 
         hist1 = histogram(self.mon, "warren_push_ack_latency_seconds")
         renice([p.pid, self.ctl_pid()], a.churn_nice)
-        rows = []
-        for k in range(a.changes):
+        rows, warm = [], []
+        for k in range(a.warmup + a.changes):
             time.sleep(a.spacing)
             t_write, v = self.churn()
             try:
@@ -554,7 +554,8 @@ class Bench:
                 break
             pub_ts, pub_ms, pub_start = publish_of(self.ctl_log, v, 10, self.ctl)
             us = 1e6
-            rows.append({"v": v, "write_to_flush_ms": (pub_start - t_write) * 1000, "flush_ms": pub_ms,
+            (warm if k < a.warmup else rows).append({
+                         "v": v, "write_to_flush_ms": (pub_start - t_write) * 1000, "flush_ms": pub_ms,
                          "pub_to_first_recv_ms": (ev["recv_first"] / us - pub_start) * 1000,
                          "pub_to_last_recv_ms": (ev["recv_last"] / us - pub_start) * 1000,
                          "pub_to_last_ack_ms": (ev["ack_last"] / us - pub_start) * 1000,
@@ -563,6 +564,7 @@ class Bench:
         renice([p.pid, self.ctl_pid()], 0)
         hist2 = histogram(self.mon, "warren_push_ack_latency_seconds")
         hd = hist_delta(hist1, hist2)
+        ph["warmup_pub_to_last_ack_ms"] = [round(r["pub_to_last_ack_ms"], 1) for r in warm]
         ph["changes"] = len(rows)
         for key in ("write_to_flush_ms", "flush_ms", "pub_to_first_recv_ms", "pub_to_last_recv_ms",
                     "pub_to_last_ack_ms", "write_to_last_ack_ms"):
@@ -580,6 +582,7 @@ class Bench:
         th.join(10)
         ph["disconnects_total"] = max([e.get("disconnects", 0) for e in events if "disconnects" in e] or [0])
         ph["rows"] = rows
+        ph["warmup_rows"] = warm
         say(f"clients {spec}: {json.dumps({k: v for k, v in ph.items() if k != 'rows'})}")
         self.res["phases"].append(ph)
 
@@ -699,8 +702,9 @@ def report(b, a, started, path):
               "bodies, `ids`: the ids only), then ack. **They ack after receiving, parsing and storing, "
               "not after building warren-node's config snapshot** (the real node's apply time is in the "
               "warren-node table). `lite` clients read only each message's type and version and ack "
-              "(the controller's fan-out alone). Times per change are the slowest client's; \"flush\" is "
-              "the controller's log line time minus its flush+publish duration (\"flush ms\": that duration: "
+              "(the controller's fan-out alone). Times per change are the slowest client's; "
+              f"{a.warmup} warm-up change(s) after each sync are left out of the figures (listed below the "
+              "table). \"flush\" is the controller's log line time minus its flush+publish duration (\"flush ms\": that duration: "
               "the model's flush and queueing the delta to every stream). While changes are measured the "
               f"controller and the clients run at nice {a.churn_nice} (the machine is shared); syncs run at 0.", "",
               "| phase | clients | snapshot → all acked | client RSS | write → flush p50 | flush ms p50 / p99 | "
@@ -729,6 +733,9 @@ def report(b, a, started, path):
             lines.append(f"- {p['spec']}: {p.get('note', '')} {p.get('error', '')}".rstrip())
         if "disconnects_total" in p and p["disconnects_total"]:
             lines.append(f"- {p['spec']}: {p['disconnects_total']} client disconnects")
+        if p.get("warmup_pub_to_last_ack_ms"):
+            lines.append(f"- {p['spec']}: warm-up change(s) right after the sync, not in the figures above: "
+                         f"flush → last ack {', '.join(str(x) for x in p['warmup_pub_to_last_ack_ms'])} ms")
     for note in r["notes"]:
         lines.append(f"- {note}")
     lines += ["", "Raw figures: the JSON next to this file.", ""]
@@ -752,6 +759,10 @@ def main():
                     help="phases MODE[-STORE]:N, comma-separated")
     ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--node-changes", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="changes made after each client sync before measuring (reported apart: all "
+                         "clients share one process, whose allocator pays once for the snapshots' "
+                         "garbage on the first delta, a cost real nodes pay each on their own)")
     ap.add_argument("--spacing", type=float, default=0.5, help="seconds between changes")
     ap.add_argument("--wave", type=int, default=25, help="node-mode clients connect in waves of this many")
     ap.add_argument("--mem-budget-gb", type=float, default=None,
