@@ -104,8 +104,8 @@ ResourcePtr Model::Impl::render(const std::string& id) {
                   p.name, ip, owner->ns, owner->name, p.name);
     }
     auto ns = namespaces.find(p.ns);
-    std::string waypoint = waypoint_of(p, ns == namespaces.end() ? nullptr : &ns->second.labels);
-    return std::make_shared<const json>(workload_resource(p, ips, waypoint));
+    const Labels* ns_labels = ns == namespaces.end() ? nullptr : &ns->second.labels;
+    return std::make_shared<const json>(workload_resource(p, ips, waypoint_of(p, ns_labels), in_mesh(p, ns_labels)));
   }
   if (type == "service") {
     auto it = services.find(rest);

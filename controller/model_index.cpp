@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model_impl.h"
+#include "warren/config.h"
 
 namespace warren::controller {
 
@@ -165,9 +166,14 @@ void Model::Impl::set_namespace(const std::string& name, const NamespaceInfo* ne
   if (!old && !next) return;
   if (old && next && *old == *next) return;
   mark(namespace_id(name));
-  const std::string* was = old ? find_label(old->labels, kUseWaypointLabel) : nullptr;
-  const std::string* now = next ? find_label(next->labels, kUseWaypointLabel) : nullptr;
-  if ((was == nullptr) != (now == nullptr) || (was && *was != *now))
+  // Workloads render the namespace's waypoint and enrollment labels.
+  bool changed = false;
+  for (const char* label : {kUseWaypointLabel, config::kDataplaneModeLabel}) {
+    const std::string* was = old ? find_label(old->labels, label) : nullptr;
+    const std::string* now = next ? find_label(next->labels, label) : nullptr;
+    if ((was == nullptr) != (now == nullptr) || (was && *was != *now)) changed = true;
+  }
+  if (changed)
     if (auto ws = ns_workloads.find(name); ws != ns_workloads.end())
       for (const PodInfo* p : ws->second) mark(workload_id(p->uid));
   if (next) namespaces.insert_or_assign(name, *next);

@@ -1,5 +1,7 @@
 #include "translate.h"
 
+#include "warren/config.h"
+
 #include <algorithm>
 
 namespace warren::controller {
@@ -173,7 +175,19 @@ std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels) {
   return "";
 }
 
-json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips, const std::string& waypoint) {
+bool in_mesh(const PodInfo& pod, const Labels* namespace_labels) {
+  if (pod.host_network) return false;
+  if (const std::string* m = find_label(pod.labels, config::kDataplaneModeLabel)) {
+    if (*m == "none") return false;
+    if (*m == "enabled") return true;
+  }
+  if (!namespace_labels) return false;
+  const std::string* m = find_label(*namespace_labels, config::kDataplaneModeLabel);
+  return m && *m == "enabled";
+}
+
+json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips, const std::string& waypoint,
+                       bool in_mesh) {
   json w = json::object();
   w["uid"] = pod.uid;
   w["name"] = pod.name;
@@ -181,7 +195,7 @@ json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips, 
   w["serviceAccount"] = pod.service_account;
   w["node"] = pod.node;
   w["ips"] = ips;
-  w["protocol"] = pod.host_network ? "NONE" : "HBONE";
+  w["protocol"] = in_mesh ? "HBONE" : "NONE";
   w["labels"] = labels_json(pod.labels);
   w["annotations"] = labels_json(pod.annotations);
   w["waypoint"] = waypoint;

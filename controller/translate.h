@@ -90,11 +90,17 @@ bool selector_matches(const Labels& selector, const Labels& labels);
 // "none" on the pod opts out of the namespace's waypoint. May be empty.
 std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels);
 
+// The pod is in the mesh (ambient): its warren.io/dataplane-mode label is
+// "enabled", or it has none and its namespace's is "enabled"; a pod label
+// "none" opts out. hostNetwork pods never are.
+bool in_mesh(const PodInfo& pod, const Labels* namespace_labels);
+
 // workload/<uid>: {uid, name, namespace, serviceAccount, node, ips, protocol
-// (HBONE, NONE for hostNetwork pods), labels, annotations, waypoint}. `ips`
-// are the pod's IPs it holds alone (the model resolves shared IPs).
+// (HBONE when in the mesh, else NONE: peers reach it with plain TCP, as
+// Istio ambient does), labels, annotations, waypoint}. `ips` are the pod's IPs
+// it holds alone (the model resolves shared IPs).
 nlohmann::json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips,
-                                 const std::string& waypoint);
+                                 const std::string& waypoint, bool in_mesh);
 // service/<ns>/<name>: {name, namespace, hostname, vips, ports, endpoints}.
 // `target_ports[i]` is ports[i]'s numeric target port (0: leave out, the node
 // uses the port); the model resolves named ones from the endpoints' pods.

@@ -42,6 +42,7 @@ CertManager::Clock::time_point CertManager::now() const {
 }
 
 void CertManager::schedule(milliseconds delay) {
+  if (stopped_) return;
   timer_.start(static_cast<uint64_t>(std::max<int64_t>(0, delay.count())), 0,
                [this] { evaluate(); });
 }
@@ -106,6 +107,12 @@ Result<void> CertManager::set_trust_bundle(std::string_view pem) {
   schedule(milliseconds(0));
   fire(rep);
   return {};
+}
+
+void CertManager::stop() {
+  stopped_ = true;
+  timer_.stop();
+  alive_ = std::make_shared<bool>(true);  // expires the old one: answers in flight are dropped
 }
 
 void CertManager::check_now() {
@@ -210,7 +217,7 @@ void CertManager::on_answer(const std::string& id, uint64_t seq, Result<std::str
     store_.put(e.current);
     e.failures = 0;
     e.last_error.clear();
-    e.next_attempt = renewal_time(*e.current);
+    e.next_attempt = renewal_time(*e.current, now());
     spdlog::info("certificate for {} installed: valid until {}, renewal at {}", id,
                  when(e.current->not_after), when(e.next_attempt));
     if (!evaluating_) arm();
@@ -272,10 +279,14 @@ void CertManager::fail(Entry& e, const std::string& id, const Error& err) {
   }
 }
 
-CertManager::Clock::time_point CertManager::renewal_time(const certs::Identity& id) const {
+CertManager::Clock::time_point CertManager::renewal_time(const certs::Identity& id,
+                                                        Clock::time_point received) const {
   double f = std::clamp(opts_.renew_fraction + uniform(opts_.jitter_fraction), 0.0, 1.0);
-  auto life = std::chrono::duration<double>(id.not_after - id.not_before);
-  return id.not_before + std::chrono::duration_cast<Clock::duration>(life * f);
+  auto start = std::max(id.not_before, received);
+  auto left = std::chrono::duration<double>(id.not_after - start);
+  if (left.count() < 0) left = std::chrono::duration<double>(0);
+  auto delay = std::chrono::duration_cast<Clock::duration>(left * f);
+  return start + std::max<Clock::duration>(delay, opts_.min_renew_delay);
 }
 
 void CertManager::fire(const certs::IdentityStore::ReloadReport& rep) {

@@ -53,6 +53,9 @@ struct CertManagerOptions {
   double renew_fraction = 0.5;    // renew when this much of the lifetime has passed
   double jitter_fraction = 0.05;  // plus a random part of up to this much of the lifetime
   std::chrono::milliseconds min_backoff{500}, max_backoff{150000};
+  // Floor on the time between receiving a certificate and renewing it, so a
+  // certificate with almost no life left cannot cause a request storm.
+  std::chrono::milliseconds min_renew_delay{1000};
   // A request not answered by then counts as failed (a late answer is ignored).
   std::chrono::milliseconds request_timeout{30000};
   // How long an identity that is no longer wanted stays installed.
@@ -96,6 +99,9 @@ class CertManager {
   // Retries failed requests now, resetting their backoff (e.g. the stream to
   // the controller just came back).
   void retry_failed_now();
+  // Stops the timer and ignores answers still in flight, so the loop can end.
+  // The installed certificates stay in the store.
+  void stop();
 
   struct IdStatus {
     std::string spiffe_id;
@@ -140,7 +146,11 @@ class CertManager {
                                                              const std::string& pem,
                                                              certs::KeyPtr key) const;
   void fail(Entry& e, const std::string& id, const Error& err);
-  Clock::time_point renewal_time(const certs::Identity& id) const;
+  // Renewal at renew_fraction (+ jitter) of the lifetime left at `received`:
+  // CAs backdate notBefore for clock skew, so counting from notBefore would put
+  // a short-lived certificate's renewal in the past. Never sooner than
+  // min_renew_delay after `received`.
+  Clock::time_point renewal_time(const certs::Identity& id, Clock::time_point received) const;
   void fire(const certs::IdentityStore::ReloadReport& rep);
 
   uv_loop_t* loop_;
@@ -152,6 +162,7 @@ class CertManager {
   Counters counters_;
   uint64_t next_seq_ = 1;
   bool evaluating_ = false;
+  bool stopped_ = false;
   Timer timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

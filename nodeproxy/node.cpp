@@ -314,6 +314,7 @@ void Node::stop() {
   socks_->close();
   if (inpod_) inpod_->stop();
   if (controller_) controller_->stop();
+  if (cert_manager_) cert_manager_->stop();
   inbound_->close_all();
   pool_->close_all();
   pool_->stop_timer();

@@ -252,6 +252,7 @@ void Tour::step_control_plane() {
   o.controller = true;
   o.generate_manifests = false;
   o.manifests_from = examples_;
+  o.enrolled_namespaces.assign(enrolled_ns_.begin(), enrolled_ns_.end());  // whose pods get certificates
   o.start_nodes = false;
   for (auto& [name, p] : pods_) {
     netns::PodSpec s;

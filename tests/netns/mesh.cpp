@@ -96,6 +96,18 @@ PodSpec Mesh::spec_of(const PodInfo& p) const {
   return s;
 }
 
+bool Mesh::in_mesh(const PodInfo& p, const PodSpec& s) const {
+  if (auto l = s.labels.find("warren.io/dataplane-mode"); l != s.labels.end()) {
+    if (l->second == "none") return false;
+    if (l->second == "enabled") return true;
+  }
+  for (auto& o : o_.opted_out)
+    if (o == p.name) return false;
+  for (auto& ns : o_.enrolled_namespaces)
+    if (ns == s.k8s_namespace) return true;
+  return false;
+}
+
 json Mesh::make_bootstrap(int node) const {
   json cfg = make_config(node);
   for (const char* k : {"certificates", "namespaces", "workloads", "services", "policies",
@@ -180,6 +192,7 @@ bool Mesh::wait_certificates(std::chrono::milliseconds timeout) {
           for (auto& p : n.pods) {
             if (!o_.generate_manifests && !o_.pod_specs.count(p.name)) continue;
             PodSpec s = spec_of(p);
+            if (!in_mesh(p, s)) continue;  // plain TCP: no certificate
             want.insert("spiffe://cluster.local/ns/" + s.k8s_namespace + "/sa/" + s.service_account);
           }
           auto st = controller_status(n.index);

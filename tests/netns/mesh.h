@@ -118,6 +118,10 @@ class Mesh {
   void write_manifests();
   void start_controller_mode();
   PodSpec spec_of(const PodInfo& p) const;
+  // The pod is enrolled: its dataplane-mode label, else opted_out, else its
+  // namespace in enrolled_namespaces (what the controller decides from the
+  // manifests; only enrolled pods get certificates).
+  bool in_mesh(const PodInfo& p, const PodSpec& s) const;
   std::string config_path(int node) const;
   Cluster& c_;
   MeshOptions o_;

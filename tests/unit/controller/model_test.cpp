@@ -20,11 +20,13 @@ const json& res(const Model& m, const std::string& id) {
 
 TEST_CASE("model: a running pod becomes a workload", "[controller][model]") {
   Model m({});
+  m.upsert("test", ns_object("shop", {{"warren.io/dataplane-mode", "enabled"}}));
+  m.flush();
   json p = pod("shop", "echo-1", "10.1.0.5", {{"app", "echo"}}, "node-a", "echo");
   p["metadata"]["annotations"] = {{"warren.io/exclude-outbound-ports", "5432"}, {"other.io/x", "y"}};
   m.upsert("test", p);
   auto d = m.flush();
-  CHECK(d.version == 1);
+  CHECK(d.version == 2);
   REQUIRE(ids(d) == std::vector<std::string>{"workload/uid-shop-echo-1"});
   CHECK(*d.upserts[0].second == json::parse(R"({
     "uid": "uid-shop-echo-1", "name": "echo-1", "namespace": "shop", "serviceAccount": "echo",
@@ -89,6 +91,37 @@ TEST_CASE("model: waypoint from the pod label or its namespace", "[controller][m
   auto d = m.flush();
   CHECK(ids(d) == std::vector<std::string>{"namespace/shop", "workload/uid-shop-a"});
   CHECK(res(m, "workload/uid-shop-a")["waypoint"] == "new-wp");
+}
+
+TEST_CASE("model: a workload speaks HBONE only when enrolled", "[controller][model]") {
+  Model m({});
+  m.upsert("test", ns_object("shop"));
+  m.upsert("test", pod("shop", "a", "10.1.0.1"));
+  m.upsert("test", pod("shop", "b", "10.1.0.2", {{"warren.io/dataplane-mode", "enabled"}}));
+  m.upsert("test", pod("shop", "c", "10.1.0.3", {{"warren.io/dataplane-mode", "none"}}));
+  m.upsert("test", pod("nowhere", "d", "10.1.0.4"));  // no Namespace object
+  m.flush();
+  // Not in the mesh: peers must reach it with plain TCP, not HBONE on 15008.
+  CHECK(res(m, "workload/uid-shop-a")["protocol"] == "NONE");
+  CHECK(res(m, "workload/uid-shop-b")["protocol"] == "HBONE");
+  CHECK(res(m, "workload/uid-shop-c")["protocol"] == "NONE");
+  CHECK(res(m, "workload/uid-nowhere-d")["protocol"] == "NONE");
+  // The namespace is enrolled at run time: the pods that follow it are re-sent
+  // (b and c decide for themselves and render the same).
+  m.upsert("test", ns_object("shop", {{"warren.io/dataplane-mode", "enabled"}}));
+  auto d = m.flush();
+  CHECK(ids(d) == std::vector<std::string>{"namespace/shop", "workload/uid-shop-a"});
+  CHECK(res(m, "workload/uid-shop-a")["protocol"] == "HBONE");
+  CHECK(res(m, "workload/uid-shop-b")["protocol"] == "HBONE");
+  CHECK(res(m, "workload/uid-shop-c")["protocol"] == "NONE");
+  // An unrelated label change re-sends only the namespace.
+  m.upsert("test", ns_object("shop", {{"warren.io/dataplane-mode", "enabled"}, {"team", "x"}}));
+  d = m.flush();
+  CHECK(ids(d) == std::vector<std::string>{"namespace/shop"});
+  // Unenrolled again.
+  m.upsert("test", ns_object("shop"));
+  m.flush();
+  CHECK(res(m, "workload/uid-shop-a")["protocol"] == "NONE");
 }
 
 TEST_CASE("model: service endpoints from the selector", "[controller][model]") {

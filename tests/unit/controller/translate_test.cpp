@@ -80,9 +80,21 @@ TEST_CASE("translate: selectors and waypoints", "[controller][translate]") {
 TEST_CASE("translate: workload and namespace resources", "[controller][translate]") {
   PodInfo p = pod_info(pod("shop", "a", "10.1.0.1", {{"app", "a"}}, "n1", "sa"));
   p.host_network = true;
-  CHECK(workload_resource(p, {}, "wp") == json::parse(R"({"uid": "uid-shop-a", "name": "a", "namespace": "shop",
+  CHECK(in_mesh(p, nullptr) == false);
+  CHECK(workload_resource(p, {}, "wp", in_mesh(p, nullptr)) == json::parse(R"({"uid": "uid-shop-a", "name": "a", "namespace": "shop",
     "serviceAccount": "sa", "node": "n1", "ips": [], "protocol": "NONE", "labels": {"app": "a"},
     "annotations": {}, "waypoint": "wp"})"));
+  p.host_network = false;
+  Labels enrolled{{"warren.io/dataplane-mode", "enabled"}};
+  CHECK(in_mesh(p, &enrolled));
+  CHECK_FALSE(in_mesh(p, nullptr));
+  p.labels = {{"warren.io/dataplane-mode", "enabled"}};
+  CHECK(in_mesh(p, nullptr));
+  p.labels = {{"warren.io/dataplane-mode", "none"}};
+  CHECK_FALSE(in_mesh(p, &enrolled));
+  p.host_network = true;
+  p.labels = {{"warren.io/dataplane-mode", "enabled"}};
+  CHECK_FALSE(in_mesh(p, &enrolled));
   CHECK(namespace_resource(namespace_info(ns_object("shop"))) == json::parse(R"({"name": "shop", "labels": {}})"));
   CHECK(workload_id("u") == "workload/u");
   CHECK(service_id("ns", "s") == "service/ns/s");

@@ -42,6 +42,7 @@ struct FakeTransport : CsrTransport {
   const Ca* ca;
   Mode mode = Mode::kSign;
   bool synchronous = false;
+  Clock::duration ttl = 24h;  // from the signing time; notBefore is backdated 1 min
   int requests = 0;
   struct Held {
     std::string id, csr;
@@ -61,7 +62,7 @@ struct FakeTransport : CsrTransport {
     }
     std::string leaf_id = mode == Mode::kWrongId ? kB : id;
     auto t = clock->now();
-    auto leaf = issue_workload_cert(*ca, pub.get(), leaf_id, t - 1min, t + 24h);
+    auto leaf = issue_workload_cert(*ca, pub.get(), leaf_id, t - 1min, t + ttl);
     if (!leaf) return leaf.error();
     std::string pem = to_pem(leaf->get());
     if (mode == Mode::kWithRoot) pem += to_pem(ca->cert.get());
@@ -120,13 +121,13 @@ struct Env {
     uv_loop_close(&loop);
   }
 
-  // Runs the loop until `pred` holds or 5 s pass (a 1 ms tick keeps it turning).
-  bool run_until(const std::function<bool()>& pred) {
+  // Runs the loop until `pred` holds or `limit` passes (a 1 ms tick keeps it turning).
+  bool run_until(const std::function<bool()>& pred, Clock::duration limit = 5s) {
     uv_timer_t tick;
     uv_timer_init(&loop, &tick);
     uv_timer_start(
         &tick, [](uv_timer_t*) {}, 1, 1);
-    auto end = std::chrono::steady_clock::now() + 5s;
+    auto end = std::chrono::steady_clock::now() + limit;
     while (!pred() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
     uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
     uv_run(&loop, UV_RUN_NOWAIT);
@@ -190,7 +191,11 @@ TEST_CASE("cert manager: renews at half-life") {
   REQUIRE(env.run_until([&] { return env.installed(kA); }));
   auto first = env.store.get(kA);
   auto st = env.status(kA);
-  CHECK(st.next_renewal == first->not_before + (first->not_after - first->not_before) / 2);
+  // Half of the life left when it arrived (notBefore is backdated by a minute).
+  auto issued = first->not_before + 1min;
+  auto expect = issued + (first->not_after - issued) / 2;
+  CHECK(st.next_renewal >= expect - 2s);
+  CHECK(st.next_renewal <= expect + 2s);
   env.changes.clear();
 
   env.clock.offset = 11h;  // before half-life: nothing happens
@@ -206,6 +211,50 @@ TEST_CASE("cert manager: renews at half-life") {
   REQUIRE(env.changes.size() == 1);
   CHECK(env.changes[0].updated == std::vector<std::string>{kA});
   CHECK(env.store.get(kA)->not_after > first->not_after);
+}
+
+TEST_CASE("cert manager: a short-lived backdated certificate is renewed once per half-life") {
+  // A 30 s certificate backdated by 1 min: half of its whole validity lies in
+  // the past, which once caused a renewal on every timer turn.
+  Env env;
+  env.transport.ttl = 30s;
+  env.cm->set_wanted({kA});
+  REQUIRE(env.run_until([&] { return env.installed(kA); }));
+  auto st = env.status(kA);
+  auto t = env.clock.now();
+  CHECK(st.next_renewal >= t + 13s);
+  CHECK(st.next_renewal <= t + 16s);
+  env.run_until([] { return false; }, 500ms);  // the loop turns: nothing is due
+  CHECK(env.transport.requests == 1);
+  env.clock.offset = 16s;
+  env.cm->check_now();
+  REQUIRE(env.run_until([&] { return env.cm->counters().renewed == 1; }));
+  CHECK(env.transport.requests == 2);
+}
+
+TEST_CASE("cert manager: a certificate about to expire is not renewed in a tight loop") {
+  Env env;
+  env.transport.ttl = 1500ms;  // half of what is left is under min_renew_delay (1 s)
+  env.cm->set_wanted({kA});
+  REQUIRE(env.run_until([&] { return env.installed(kA); }));
+  CHECK(env.status(kA).next_renewal >= env.clock.now() + 900ms);
+  env.cm->check_now();
+  CHECK(env.transport.requests == 1);
+}
+
+TEST_CASE("cert manager: stop() lets the loop end") {
+  Env env;
+  env.cm->set_wanted({kA});
+  REQUIRE(env.run_until([&] { return env.installed(kA); }));
+  env.transport.mode = FakeTransport::Mode::kHold;
+  env.cm->stop();
+  env.cm->check_now();
+  env.cm->set_wanted({kA, kB});
+  // No timer left armed: uv_run returns (before the fix it re-armed every
+  // max_sleep forever and this test hit ctest's timeout).
+  uv_run(&env.loop, UV_RUN_DEFAULT);
+  CHECK(env.transport.requests == 1);
+  CHECK(env.installed(kA));  // what was installed stays
 }
 
 TEST_CASE("cert manager: keeps the old certificate while renewal fails and retries") {
