@@ -108,12 +108,14 @@ Result<void> App::Impl::start() {
   mo.root_namespace = opts.root_namespace;
   model = std::make_unique<Model>(mo, &log_listener);
 
+  // Authentication first: in Kubernetes mode it makes the API client the CA
+  // may need (--ca-secret).
+  if (auto r = start_auth(); !r) return r;
   if (auto r = start_ca(); !r) return r;
   if (auto r = certs::write_file_atomic(opts.state_dir + "/root-cert.pem", ca->trust_bundle_pem(), 0644); !r)
     return r.error().wrap("writing the trust bundle");
   if (auto r = issue_serving_cert(); !r) return r;
 
-  if (auto r = start_auth(); !r) return r;
   SignFn sign = [this](const std::string& csr, const std::string& id) {
     return ca->sign(csr, id, opts.cert_ttl);
   };
@@ -132,6 +134,7 @@ void App::Impl::stop() {
   stop_source();
   flush_timer.stop();
   serving_timer.stop();
+  secret_timer.stop();
   if (push) push->stop();
   if (monitoring) monitoring->close();
 }

@@ -31,7 +31,12 @@ struct AppOptions {
   // CA: a user-supplied signing certificate (root or intermediate) or, when
   // empty, a root generated once and kept in state_dir.
   std::string ca_cert, ca_key, ca_chain, ca_extra_roots;
-  std::string ca_secret;  // "<namespace>/<name>" in Kubernetes mode
+  // Kubernetes mode: "<namespace>/<name>" of a Secret holding the signing CA
+  // (Istio's cacerts keys or tls.crt/tls.key/ca.crt), read at start and
+  // polled every ca_secret_poll; exclusive with ca_cert/ca_key.
+  std::string ca_secret;
+  std::chrono::milliseconds ca_secret_poll{30000};
+  std::chrono::milliseconds ca_secret_timeout{30000};
   std::chrono::seconds cert_ttl = std::chrono::hours(24);
   // Local mode: "<token> [<node>]" lines; Kubernetes mode uses TokenReview.
   std::string bootstrap_tokens;

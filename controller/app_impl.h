@@ -1,7 +1,9 @@
 // App's parts (internal to app*.cpp).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "app.h"
 #include "ca.h"
@@ -41,6 +43,14 @@ struct App::Impl {
   void schedule_flush();
   void flush();
   Result<void> start_ca();
+  // --ca-secret (app_ca_secret.cpp).
+  Result<void> load_ca_secret();
+  Result<std::unique_ptr<CertificateAuthority>> ca_from_secret(
+      const std::map<std::string, std::string>& data) const;
+  static std::string digest_of(const std::map<std::string, std::string>& data);
+  void poll_ca_secret();
+  void swap_ca(std::unique_ptr<CertificateAuthority> next);
+  metrics::Counter* ca_reload_metric(const std::string& result);
   Result<void> issue_serving_cert();
   Result<void> start_auth();
   Result<void> start_source();
@@ -61,7 +71,8 @@ struct App::Impl {
   std::unique_ptr<LocalSource> local;
   std::unique_ptr<k8s::KubernetesSource> kube;
   tls::SslCtxPtr serving_ctx;
-  Timer flush_timer, serving_timer;
+  Timer flush_timer, serving_timer, secret_timer;
+  std::string secret_ns, secret_name, secret_digest;
   bool flush_pending = false;
   bool published_once = false;
   bool stopped = false;

@@ -45,12 +45,17 @@ class TokenReviewAuthenticator : public Authenticator {
 }  // namespace
 
 App::Impl::Impl(uv_loop_t* l, AppOptions o)
-    : loop(l), opts(std::move(o)), flush_timer(l), serving_timer(l) {
+    : loop(l), opts(std::move(o)), flush_timer(l), serving_timer(l), secret_timer(l) {
   sink.app = this;
 }
 App::Impl::~Impl() = default;
 
 Result<void> App::Impl::start_ca() {
+  if (!opts.ca_secret.empty()) {
+    if (auto r = load_ca_secret(); !r) return r;
+    poll_ca_secret();
+    return {};
+  }
   CaOptions co;
   co.trust_domain = opts.trust_domain;
   co.cert_file = opts.ca_cert;
@@ -107,7 +112,9 @@ Result<void> App::Impl::start_source() {
 
 void App::Impl::stop_source() {
   if (local) local->stop();
-  if (kube) kube->stop();
+  // A leader hands the Lease over at once rather than after its duration (as
+  // client-go's ReleaseOnCancel); the loop runs until that call ends (2 s at most).
+  if (kube) kube->stop(/*release_lease=*/true);
 }
 
 Result<void> App::Impl::start_monitoring() {

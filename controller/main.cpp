@@ -66,6 +66,13 @@ int main(int argc, char** argv) {
   app.add_option("--ca-chain", o.ca_chain, "Intermediates up to the root, when --ca-cert is one");
   app.add_option("--ca-extra-roots", o.ca_extra_roots,
                  "More roots to trust (the old root during a root rotation)");
+  app.add_option("--ca-secret", o.ca_secret,
+                 "Kubernetes mode: NAMESPACE/NAME of a Secret holding the signing CA, with Istio's "
+                 "cacerts keys (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) or "
+                 "tls.crt, tls.key, ca.crt; re-read every 30 s, a change that loads replaces the "
+                 "CA and is pushed to the nodes, every root listed stays trusted")
+      ->excludes("--ca-cert")
+      ->excludes("--ca-key");
   app.add_option("--cert-ttl", ttl, "Workload certificate lifetime (s, m, h suffixes)")
       ->capture_default_str();
   app.add_option("--bootstrap-tokens", o.bootstrap_tokens,

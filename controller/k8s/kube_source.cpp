@@ -64,9 +64,11 @@ void KubernetesSource::start(Sink* sink) {
   if (elector_) elector_->start();
 }
 
-void KubernetesSource::stop() {
+void KubernetesSource::stop(bool release_lease) {
   for (auto& w : watchers_) w->stop();
-  if (elector_) elector_->stop();
+  if (!elector_) return;
+  if (release_lease) elector_->release();
+  else elector_->stop();
 }
 
 void KubernetesSource::on_kind_listed() {

@@ -70,8 +70,10 @@ class KubernetesSource {
 
   // Starts listing/watching into `sink` and leader election. Call once.
   void start(Sink* sink);
-  // Stops watching and renewing (the Lease then expires); no Sink call after.
-  void stop();
+  // Stops watching and renewing; no Sink call after. The Lease then expires,
+  // or, with release_lease, a leader releases it at once (one more API call
+  // on the loop, 2 s at most).
+  void stop(bool release_lease = false);
 
   // Hand this to the Model; it writes status only while leading.
   ValidationListener* validation_listener() { return &status_; }

@@ -81,8 +81,10 @@ void LeaderElector::release(std::function<void()> done) {
   }
   // Read, then write an empty holder with the version read (a 409 means
   // someone else holds it now: nothing to release).
+  // Short timeouts: this runs while the process shuts down.
   HttpRequest get;
   get.path = path_;
+  get.timeout = std::chrono::milliseconds(2000);
   call_ = client_->start(std::move(get), [this, done](Result<HttpResponse> r) {
     call_ = 0;
     auto lease = r && r->status == 200 ? nlohmann::json::parse(r->body, nullptr, false)
@@ -100,6 +102,7 @@ void LeaderElector::release(std::function<void()> done) {
     put.path = path_;
     put.content_type = "application/json";
     put.body = lease.dump();
+    put.timeout = std::chrono::milliseconds(2000);
     call_ = client_->start(std::move(put), [this, done](Result<HttpResponse> r2) {
       call_ = 0;
       if (r2 && r2->status == 200) spdlog::info("kubernetes: released Lease {}", opts_.name);
