@@ -129,23 +129,74 @@ void ControllerClient::schedule_reconnect(const std::string& why) {
   backoff_ms_ = backoff_ms_ ? std::min(backoff_ms_ * 2, opts_.backoff_max_ms) : opts_.backoff_min_ms;
   static thread_local std::mt19937 rng{std::random_device{}()};
   uint32_t wait = backoff_ms_ / 2 + rng() % (backoff_ms_ / 2 + 1);
-  spdlog::warn("controller {}: {}; retrying in {} ms", opts_.address.to_string(), why, wait);
+  spdlog::warn("controller {}: {}; retrying in {} ms", target(), why, wait);
   retry_.start(wait, 0, [this] { connect(); });
 }
 
+std::string ControllerClient::target() const {
+  return opts_.host.empty() ? opts_.address.to_string() : opts_.host + ":" + std::to_string(opts_.port);
+}
+
+namespace {
+struct Resolve {
+  uv_getaddrinfo_t req;
+  std::function<void(int, addrinfo*)> done;
+};
+}  // namespace
+
 void ControllerClient::connect() {
-  if (stopped_ || conn_) return;
+  if (stopped_ || conn_ || resolving_) return;
   if (auto r = load_ca(); !r) return schedule_reconnect(r.error().message);
   token_ = read_token(opts_.token_file);
   if (token_.empty()) return schedule_reconnect("no token in " + opts_.token_file);
-  auto tcp = net::TcpConn::create_for(loop_, opts_.address, 0, std::nullopt);
+  if (opts_.host.empty()) return connect_to(opts_.address);
+  // A name: resolved on libuv's thread pool, every attempt (the Service's
+  // address may change); the first IPv4 address returned, else the first.
+  auto* r = new Resolve;
+  std::weak_ptr<bool> alive = alive_;
+  resolving_ = true;
+  r->done = [this, alive](int status, addrinfo* res) {
+    if (alive.expired()) return;
+    resolving_ = false;
+    if (stopped_) return;
+    if (status != 0 || !res)
+      return schedule_reconnect("resolving " + opts_.host + ": " + uv_strerror(status));
+    const addrinfo* pick = res;  // IPv4 first: the nodes' fabric is
+    for (const addrinfo* i = res; i; i = i->ai_next)
+      if (i->ai_family == AF_INET) {
+        pick = i;
+        break;
+      }
+    SockAddr a = SockAddr::from_sockaddr(pick->ai_addr);
+    connect_to(SockAddr{a.ip, opts_.port});
+  };
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(
+      loop_, &r->req,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* r = reinterpret_cast<Resolve*>(req);
+        r->done(status, res);
+        uv_freeaddrinfo(res);
+        delete r;
+      },
+      opts_.host.c_str(), nullptr, &hints);
+  if (rc != 0) {
+    resolving_ = false;
+    delete r;
+    schedule_reconnect("resolving " + opts_.host + ": " + uv_strerror(rc));
+  }
+}
+
+void ControllerClient::connect_to(const SockAddr& addr) {
+  auto tcp = net::TcpConn::create_for(loop_, addr, 0, std::nullopt);
   if (!tcp) return schedule_reconnect(tcp.error().message);
   (*tcp)->set_nodelay(true);
   conn_ = std::make_unique<h2::H2Conn>(*tcp, ctx_.get(), /*server=*/false, this);
   watch_->cc = this;
   connecting_ = true;
   (*tcp)->set_handler(watch_.get());
-  if (int r = (*tcp)->connect(opts_.address); r != 0) {
+  if (int r = (*tcp)->connect(addr); r != 0) {
     connecting_ = false;
     (*tcp)->set_handler(conn_.get());
     conn_->close(std::string("connect: ") + uv_strerror(r));
@@ -162,7 +213,7 @@ void ControllerClient::connect() {
 h2::Headers ControllerClient::base_headers(const char* path) {
   return {{":method", "POST"},
           {":scheme", "https"},
-          {":authority", opts_.address.to_string()},
+          {":authority", target()},
           {":path", path},
           {"authorization", "Bearer " + token_},
           {"x-warren-node", opts_.node},
@@ -211,7 +262,7 @@ void ControllerClient::on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, b
     stream_open_ = true;
     backoff_ms_ = 0;
     last_error_.clear();
-    spdlog::info("controller {}: configuration stream open", opts_.address.to_string());
+    spdlog::info("controller {}: configuration stream open", target());
     if (on_connection) on_connection(true);
   }
 }

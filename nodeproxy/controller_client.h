@@ -29,6 +29,11 @@ namespace warren::node {
 
 struct ControllerClientOptions {
   SockAddr address;
+  // A DNS name (e.g. warren-controller.warren-system.svc) instead of an IP:
+  // resolved before every connection attempt, `port` then applies and
+  // `address` is ignored. The controller is still checked by its SPIFFE id.
+  std::string host;
+  uint16_t port = 15012;
   std::string node;
   std::string token_file;     // re-read before each connection
   std::string ca_file;        // roots the controller's certificate must chain to
@@ -93,6 +98,8 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   struct CsrHandler;
   struct ConnectWatch;
   void connect();
+  void connect_to(const SockAddr& addr);
+  std::string target() const;  // for logs and :authority
   void schedule_reconnect(const std::string& why);
   void handle(const std::string& msg);
   void send(const nlohmann::json& j);
@@ -122,6 +129,7 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   std::deque<std::shared_ptr<Csr>> csr_waiting_;
   std::unique_ptr<ConnectWatch> watch_;
   bool connecting_ = false;
+  bool resolving_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

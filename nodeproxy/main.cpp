@@ -41,8 +41,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--controller", opts.controller_address,
                  "Get configuration and certificates from warren-controller's push server at\n"
-                 "IP:port (15012) instead of the config file's workloads/services/policies and\n"
-                 "certificates; the file then only gives the node, listeners and capture")
+                 "IP:port or NAME:port (15012; a name such as warren-controller.warren-system.svc is\n"
+                 "resolved before every connection attempt) instead of the config file's\n"
+                 "workloads/services/policies and certificates; the file then only gives the node,\n"
+                 "listeners and capture")
       ->option_text("ADDR");
   app.add_option("--controller-token", opts.controller_token_file,
                  "File holding the bearer token presented to the controller (a bootstrap token "

@@ -35,8 +35,10 @@ class ClientTransport : public CsrTransport {
 Result<void> Node::start_controller(const config::Snapshot& boot) {
   const auto& cc = boot.controller;
   auto addr = SockAddr::parse(cc.address);
-  if (!addr) return make_error(Errc::kInvalidArgument, "controller address \"" + cc.address +
-                                                           "\" is not IP:port");
+  auto named = addr ? std::nullopt : config::parse_host_port(cc.address);
+  if (!addr && !named)
+    return make_error(Errc::kInvalidArgument,
+                      "controller address \"" + cc.address + "\" is not IP:port or NAME:port");
   if (cc.token_file.empty() || cc.ca_file.empty())
     return make_error(Errc::kInvalidArgument,
                       "controller mode needs a token file and a CA file (controller.tokenFile, "
@@ -44,7 +46,12 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
   builder_ = std::make_unique<config::SnapshotBuilder>(boot);
 
   ControllerClientOptions o;
-  o.address = *addr;
+  if (addr) {
+    o.address = *addr;
+  } else {
+    o.host = named->first;
+    o.port = named->second;
+  }
   o.node = boot.node_name;
   o.token_file = cc.token_file;
   o.ca_file = cc.ca_file;

@@ -552,8 +552,9 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
       c && object(*c, "/controller", {"address", "tokenFile", "caFile"})) {
     auto& cc = s->controller;
     if (const json* a = get(*c, "address")) {
-      auto sa = a->is_string() ? SockAddr::parse(a->get_ref<const std::string&>()) : std::nullopt;
-      if (!sa) err("/controller/address", show(*a) + " is not an address (IP:port)");
+      bool ok = a->is_string() && (SockAddr::parse(a->get_ref<const std::string&>()) ||
+                                   parse_host_port(a->get_ref<const std::string&>()));
+      if (!ok) err("/controller/address", show(*a) + " is not IP:port or NAME:port");
       else cc.address = a->get<std::string>();
     } else {
       err("/controller/address", "is required");
@@ -665,6 +666,35 @@ const Service* Snapshot::service_by_vip(const IpAddr& ip) const {
 const Service* Snapshot::service_by_hostname(const std::string& host) const {
   auto it = svc_by_host_.find(host);
   return it == svc_by_host_.end() ? nullptr : services[it->second].get();
+}
+
+std::optional<std::pair<std::string, uint16_t>> parse_host_port(std::string_view s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon > 253) return std::nullopt;
+  std::string_view host = s.substr(0, colon), port = s.substr(colon + 1);
+  if (port.empty() || port.size() > 5) return std::nullopt;
+  uint32_t p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return std::nullopt;
+    p = p * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (p == 0 || p > 65535) return std::nullopt;
+  // RFC 1123 labels: letters, digits, '-' inside, 1-63 characters each.
+  size_t label = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    char c = host[i];
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (c == '.') {
+      if (label == 0 || host[i - 1] == '-') return std::nullopt;
+      label = 0;
+    } else if (alnum || (c == '-' && label > 0)) {
+      if (++label > 63) return std::nullopt;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (label == 0 || host.back() == '-') return std::nullopt;
+  return std::make_pair(std::string(host), static_cast<uint16_t>(p));
 }
 
 bool Snapshot::enrolled(const Workload& w) const {

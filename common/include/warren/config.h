@@ -148,6 +148,10 @@ struct CaptureConfig {
 };
 
 inline constexpr const char* kDataplaneModeLabel = "warren.io/dataplane-mode";
+
+// "NAME:port" with an RFC 1123 host name (the controller's address may be a
+// Service name); nullopt when not. IP:port is SockAddr::parse's.
+std::optional<std::pair<std::string, uint16_t>> parse_host_port(std::string_view s);
 inline constexpr const char* kExcludeOutboundPorts = "warren.io/exclude-outbound-ports";
 
 using WorkloadPtr = std::shared_ptr<const Workload>;

@@ -244,3 +244,20 @@ TEST_CASE("the CA signs only identities of pods on the asking node", "[controlle
   CHECK(refused.error().message.find("no pod running as") != std::string::npos);
   c.stop();
 }
+
+TEST_CASE("a node reaches the controller by name", "[controller][push]") {
+  Fixture f;
+  f.model->upsert("t", pod("a", "n1", "10.1.0.1"));
+  f.model->synced();
+  f.publish();
+  Recorder rec;
+  auto o = f.client_opts();
+  o.host = "localhost";  // a Service name in Kubernetes; /etc/hosts here
+  o.port = f.push->local().port;
+  o.address = {};
+  node::ControllerClient c(&f.loop, o, rec.fn());
+  c.start();
+  REQUIRE(run_until(&f.loop, [&] { return c.version() == f.model->version() && c.version() > 0; }));
+  CHECK(c.resources().count("workload/uid-a") == 1);
+  c.stop();
+}

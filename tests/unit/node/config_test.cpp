@@ -363,3 +363,12 @@ TEST_CASE("config: capture and namespaces and enrollment") {
   CHECK(has("/namespaces/0/name"));
   CHECK(has("/workloads/0/annotations/warren.io~1exclude-outbound-ports: \"http\" is not a port"));
 }
+
+TEST_CASE("config: the controller address may be IP:port or NAME:port") {
+  CHECK(config::parse_host_port("warren-controller.warren-system.svc:15012") ==
+        std::make_pair(std::string("warren-controller.warren-system.svc"), uint16_t{15012}));
+  CHECK(config::parse_host_port("localhost:1"));
+  for (const char* bad : {"", "host", "host:", ":15012", "host:0", "host:65536", "host:12a", "-a:1", "a-:1",
+                          "a..b:1", "a_b:1", "a b:1", ".a:1", "a.:1"})
+    CHECK_FALSE(config::parse_host_port(bad));
+}
