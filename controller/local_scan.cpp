@@ -99,6 +99,7 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
   walk(dir, "", found, dirs);
 
   std::set<ObjectKey> affected;
+  std::vector<std::string> reparsed;  // files read in this scan
   auto drop_owner = [&](const ObjectKey& k, const std::string& origin) {
     auto o = owners.find(k);
     if (o == owners.end()) return;
@@ -123,6 +124,7 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
     if (it == files.end()) it = files.emplace(origin, FileState{}).first;
     FileState& f = it->second;
     f.stamp = stamp;
+    reparsed.push_back(origin);
     Result<std::vector<ManifestObject>> parsed = make_error(Errc::kInternal, "");
     auto text = read_file(dir + "/" + origin, opts.max_file_size);
     try {  // this runs in libuv callbacks: a bug must not take the controller down
@@ -159,8 +161,9 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
                                   "); the first definition is used"}}));
         continue;
       }
-      size_t hash = std::hash<std::string>{}(m.obj.dump(-1, ' ', false, json::error_handler_t::replace));
-      next.push_back(FileObject{std::move(key), std::move(m.obj), hash, m.line});
+      std::string text = m.obj.dump(-1, ' ', false, json::error_handler_t::replace);
+      size_t hash = std::hash<std::string>{}(text);
+      next.push_back(FileObject{std::move(key), std::move(text), hash, m.line, std::move(m.obj)});
     }
     for (const auto& e : object_errors)
       if (std::find(f.object_errors.begin(), f.object_errors.end(), e) == f.object_errors.end())
@@ -192,13 +195,17 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
       continue;
     }
     const std::string& owner = o->second.front();
-    const FileState& of = files[owner];
+    FileState& of = files[owner];
     auto at = of.index.find(k);
     if (at == of.index.end()) continue;  // cannot happen: owners mirrors files
-    const FileObject* fo = &of.objects[at->second];
+    FileObject* fo = &of.objects[at->second];
     auto s = sent.find(k);
     if (s == sent.end() || s->second.origin != owner || s->second.hash != fo->hash) {
-      sink->upsert(owner, fo->obj);
+      // Parsed in this scan: handed over as is; else (another file gave up
+      // the object) parsed again from the text kept.
+      json obj = fo->obj.is_null() ? json::parse(fo->text, nullptr, false) : std::move(fo->obj);
+      fo->obj = nullptr;
+      sink->upsert(owner, std::move(obj));
       sent[k] = Sent{owner, fo->hash};
       fed = true;
     }
@@ -212,6 +219,10 @@ std::vector<std::string> LocalSource::Impl::scan(bool first) {
                format_problems(o->second[i], k,
                                {{"", "also defined in " + owner + ", which is in force; this definition is ignored"}}));
   }
+  // Parses not fed (unchanged objects, duplicates not in force) are dropped.
+  for (const auto& origin : reparsed)
+    if (auto f = files.find(origin); f != files.end())
+      for (auto& o : f->second.objects) o.obj = nullptr;
   if (fed || first) {
     batches++;
     spdlog::debug("local: batch {} ({} files, {} objects)", batches, files.size(), sent.size());

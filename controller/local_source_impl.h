@@ -22,11 +22,16 @@ struct FileStamp {
   bool operator==(const FileStamp&) const = default;
 };
 
+// One object of a file's last good parse. The object is kept as its compact
+// JSON text (a parsed nlohmann::json costs about ten times as much: at
+// 100,000 pods that was 700 MB); `obj` holds the parse only between the scan
+// that read it and the feed that hands it to the sink.
 struct FileObject {
   ObjectKey key;
-  nlohmann::json obj;
-  size_t hash = 0;  // of obj's serialisation: unchanged objects are not fed again
+  std::string text;
+  size_t hash = 0;  // of `text`: unchanged objects are not fed again
   int line = 1;
+  nlohmann::json obj;  // null once fed (or when unchanged)
 };
 
 struct FileState {

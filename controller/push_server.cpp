@@ -1,5 +1,7 @@
 #include "push_server.h"
 
+#include <algorithm>
+
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -249,7 +251,30 @@ void PushServer::stream_opened(PushStream* s) {
   if (model_.is_synced() && text_built_) s->pump_updates();
 }
 
+bool PushServer::take_bulk(PushStream* s) {
+  if (bulk_.count(s)) return true;
+  if (bulk_.size() < std::max<size_t>(opts_.max_bulk_streams, 1)) {
+    bulk_.insert(s);
+    return true;
+  }
+  if (std::find(bulk_waiting_.begin(), bulk_waiting_.end(), s) == bulk_waiting_.end())
+    bulk_waiting_.push_back(s);
+  return false;
+}
+
+void PushServer::release_bulk(PushStream* s) {
+  std::erase(bulk_waiting_, s);
+  if (!bulk_.erase(s)) return;
+  while (!bulk_waiting_.empty() && bulk_.size() < std::max<size_t>(opts_.max_bulk_streams, 1)) {
+    PushStream* next = bulk_waiting_.front();
+    bulk_waiting_.pop_front();
+    bulk_.insert(next);
+    next->resume_bulk();
+  }
+}
+
 void PushServer::stream_closed(PushStream* s) {
+  release_bulk(s);
   if (!streams_.erase(s)) return;
   m_connected_->set(static_cast<int64_t>(streams_.size()));
   bool other = false;

@@ -50,6 +50,10 @@ struct PushOptions {
   SockAddr listen{*IpAddr::parse("0.0.0.0"), 15012};
   size_t history = 1024;              // deltas kept for resuming nodes
   size_t lag_bytes = 64u << 20;       // a node this far behind is caught up later
+  // Streams sending a big message (a snapshot) at the same time; the others
+  // wait their turn. Each one holds a few MB of HTTP/2 and TLS buffers, so a
+  // controller restarted under 1,000 nodes would otherwise hold GBs at once.
+  size_t max_bulk_streams = 16;
   std::string epoch;                  // default: random per start
 };
 
@@ -116,6 +120,12 @@ class PushServer : public h2::H2Conn::Owner {
   net::TcpListener* listener_ = nullptr;
   std::map<h2::H2Conn*, std::unique_ptr<h2::H2Conn>> conns_;
   std::set<class PushStream*> streams_;
+  // Bulk sending slots (max_bulk_streams): holders, and streams waiting in
+  // arrival order.
+  std::set<class PushStream*> bulk_;
+  std::deque<class PushStream*> bulk_waiting_;
+  bool take_bulk(class PushStream* s);  // true: s may send its big message now
+  void release_bulk(class PushStream* s);
   std::map<std::string, NodeStatus> nodes_;
   // Serialised body of every current resource, kept in step with the model.
   std::map<std::string, std::shared_ptr<const std::string>> text_;

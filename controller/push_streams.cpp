@@ -95,11 +95,23 @@ void PushStream::pump() {
   in_pump_ = true;
   while (!q_.empty() && conn_->buffered(sid_) < kBufferHigh && !conn_->closed()) {
     auto& [msg, off] = q_.front();
+    // A message bigger than a slice waits for a bulk slot (bounded memory
+    // when many nodes need a snapshot at once); small deltas never wait.
+    if (msg->size() > kSlice && !srv_->take_bulk(this)) break;
     size_t n = std::min(kSlice, msg->size() - off);
     conn_->send_data(sid_, msg->data() + off, n);
     off += n;
     q_bytes_ -= n;
-    if (off == msg->size()) q_.pop_front();
+    if (off == msg->size()) {
+      bool big = msg->size() > kSlice;
+      q_.pop_front();
+      if (big) {
+        in_pump_ = false;
+        srv_->release_bulk(this);  // may wake other streams
+        in_pump_ = true;
+        if (!open_) break;
+      }
+    }
   }
   in_pump_ = false;
   if (q_.empty()) pump_updates();

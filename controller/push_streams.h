@@ -46,6 +46,8 @@ class PushStream : public h2::StreamHandler {
   // The server has something new (a delta, a bundle): queue what this node
   // lacks unless it still has plenty queued.
   void pump_updates();
+  // A bulk slot came free for this stream (PushServer::release_bulk).
+  void resume_bulk() { pump(); }
   const std::string& node() const { return who_.node; }
   const std::string& peer() const { return who_.peer; }
   const std::string& resume_epoch() const { return resume_epoch_; }

@@ -164,7 +164,7 @@ Result<void> Node::reload_config() {
   return apply(*snap);
 }
 
-Result<void> Node::apply(config::SnapshotPtr snap) {
+Result<void> Node::apply(config::SnapshotPtr snap, bool trim) {
   auto mutable_snap = std::const_pointer_cast<config::Snapshot>(snap);
   mutable_snap->version = snap_->version + 1;
   bool certs_moved = snap->certificates.dir != cert_dir_ || snap->certificates.root_cert != root_file_;
@@ -194,7 +194,7 @@ Result<void> Node::apply(config::SnapshotPtr snap) {
     spdlog::warn("some HBONE listeners could not open: {}", r.error().message);
   inbound_->recheck(*snap_);
   node_metrics_->config_reload(true)->inc();
-  ::malloc_trim(0);
+  if (trim) ::malloc_trim(0);
   spdlog::info("config version {} applied: {} workloads, {} services, {} policies",
                snap_->version, snap_->workloads.size(), snap_->services.size(),
                snap_->policies.size());

@@ -80,7 +80,9 @@ class Node {
   CertManager* cert_manager() { return cert_manager_.get(); }
 
  private:
-  Result<void> apply(config::SnapshotPtr snap);
+  // trim: give freed memory back to the OS (after a full load; a one-pod
+  // delta would pay a heap walk for nothing).
+  Result<void> apply(config::SnapshotPtr snap, bool trim = true);
   // node_controller.cpp
   Result<void> start_controller(const config::Snapshot& bootstrap);
   std::map<std::string, std::string> apply_update(bool snapshot,

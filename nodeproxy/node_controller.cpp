@@ -122,7 +122,7 @@ std::map<std::string, std::string> Node::apply_update(
     rejected.emplace(id, why);
   }
   bool first = !ready_;
-  if (auto r = apply(snap); !r) {
+  if (auto r = apply(snap, /*trim=*/snapshot); !r) {
     for (const auto& id : removes) rejected.emplace(id, r.error().message);
     return rejected;
   }

@@ -33,21 +33,12 @@ std::string or_unknown(const std::string& s) { return s.empty() ? "unknown" : s;
 
 std::string app_of(const config::Workload* w) {
   if (!w) return "unknown";
-  for (const char* k : {"service.istio.io/canonical-name", "app.kubernetes.io/name", "app"}) {
-    auto it = w->labels.find(k);
-    if (it != w->labels.end()) return it->second;
-  }
-  return w->name.empty() ? "unknown" : w->name;
+  return w->canonical_name.empty() ? "unknown" : w->canonical_name;
 }
 
 std::string version_of(const config::Workload* w) {
   if (!w) return "unknown";
-  for (const char* k : {"service.istio.io/canonical-revision", "app.kubernetes.io/version",
-                        "version"}) {
-    auto it = w->labels.find(k);
-    if (it != w->labels.end()) return it->second;
-  }
-  return "latest";
+  return w->canonical_revision.empty() ? "latest" : w->canonical_revision;
 }
 }  // namespace
 

@@ -291,6 +291,12 @@ Workload Parser::workload(const json& j, const std::string& p) {
   w.labels = labels(j, p, "labels");
   w.waypoint = str(j, p, "waypoint", false);
   w.annotations = labels(j, p, "annotations");
+  w.canonical_name = w.name;
+  for (const char* k : {"app", "app.kubernetes.io/name", "service.istio.io/canonical-name"})
+    if (auto it = w.labels.find(k); it != w.labels.end() && !it->second.empty()) w.canonical_name = it->second;
+  w.canonical_revision = "latest";
+  for (const char* k : {"version", "app.kubernetes.io/version", "service.istio.io/canonical-revision"})
+    if (auto it = w.labels.find(k); it != w.labels.end() && !it->second.empty()) w.canonical_revision = it->second;
   if (auto it = w.annotations.find(kExcludeOutboundPorts); it != w.annotations.end()) {
     std::string_view rest = it->second;
     while (!rest.empty()) {
@@ -901,6 +907,14 @@ Result<void> SnapshotBuilder::upsert(const std::string& id, const nlohmann::json
       Workload w = p.workload(body, "");
       if (!p.errors.empty()) return fail();
       w.identity = "spiffe://" + base_.trust_domain + "/ns/" + w.namespace_ + "/sa/" + w.service_account;
+      if (!w.node.empty() && w.node != base_.node_name) {
+        // Another node's pod: selectors and enrollment only ever look at
+        // local ones (see Workload::canonical_name).
+        w.labels.clear();
+        w.annotations.clear();
+        w.excluded_outbound_ports.clear();
+        w.excluded_outbound_ports.shrink_to_fit();
+      }
       workloads_[id] = std::make_shared<const Workload>(std::move(w));
     } else if (prefixed("service/")) {
       Service sv = p.service(body, "");

@@ -19,6 +19,7 @@ void append_frame(std::string* out, std::string_view json) {
 Result<void> FrameReader::feed(const uint8_t* data, size_t len, std::vector<std::string>* out) {
   buf_.append(reinterpret_cast<const char*>(data), len);
   size_t off = 0;
+  size_t need = 0;  // size of the incomplete message at the end, with its header
   while (buf_.size() - off >= 4) {
     const auto* p = reinterpret_cast<const uint8_t*>(buf_.data() + off);
     uint32_t n = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
@@ -26,11 +27,22 @@ Result<void> FrameReader::feed(const uint8_t* data, size_t len, std::vector<std:
       return make_error(Errc::kInvalidArgument,
                         "message of " + std::to_string(n) + " bytes exceeds the limit of " +
                             std::to_string(max_));
-    if (buf_.size() - off - 4 < n) break;
+    if (buf_.size() - off - 4 < n) {
+      need = 4 + size_t{n};
+      break;
+    }
     out->emplace_back(buf_, off + 4, n);
     off += 4 + n;
   }
   buf_.erase(0, off);
+  if (need > buf_.capacity()) {
+    // A big message is on its way: room for all of it at once rather than by
+    // doubling (a 60 MB snapshot would otherwise leave 128 MB reserved).
+    buf_.reserve(need);
+  } else if (buf_.capacity() > kKeepBuffer && need < kKeepBuffer && buf_.size() < kKeepBuffer) {
+    // Do not keep a snapshot-sized buffer for the small deltas that follow.
+    std::string(buf_).swap(buf_);
+  }
   return {};
 }
 

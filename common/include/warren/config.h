@@ -37,6 +37,13 @@ struct Workload {
   std::vector<uint16_t> excluded_outbound_ports;
   // spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
   std::string identity;
+  // Istio's canonical service and revision (telemetry labels), from
+  // service.istio.io/canonical-name, app.kubernetes.io/name or app (else the
+  // name), and service.istio.io/canonical-revision, app.kubernetes.io/version
+  // or version (else "latest"). Kept when labels are not: in controller mode
+  // a workload on another node keeps no labels or annotations (only local
+  // ones are matched by selectors), which is most of its memory.
+  std::string canonical_name, canonical_revision;
 };
 
 struct ServicePort {

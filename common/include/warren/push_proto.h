@@ -56,8 +56,10 @@ class FrameReader {
   // Appends complete messages to `out`; an error (message too large) is final.
   Result<void> feed(const uint8_t* data, size_t len, std::vector<std::string>* out);
   size_t pending() const { return buf_.size(); }
+  size_t capacity() const { return buf_.capacity(); }
 
  private:
+  static constexpr size_t kKeepBuffer = 1 << 20;  // capacity kept between messages
   uint32_t max_;
   std::string buf_;
 };

@@ -49,12 +49,12 @@ struct Fixture {
   std::unique_ptr<controller::PushServer> push;
   metrics::Registry reg;
 
-  Fixture() {
+  explicit Fixture(size_t max_bulk = 16) {
     uv_loop_init(&loop);
     dir = std::filesystem::temp_directory_path() / ("warren-push-" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    std::ofstream(dir + "/tokens") << kToken << " n1\n";
+    std::ofstream(dir + "/tokens") << kToken << " n1\n" << kToken << "-n2 n2\n" << kToken << "-n3 n3\n";
     controller::CaOptions co;
     co.state_dir = dir + "/ca";
     auto c = controller::CertificateAuthority::create(co);
@@ -80,6 +80,7 @@ struct Fixture {
     REQUIRE(ctx);
     controller::PushOptions po;
     po.listen = *SockAddr::parse("127.0.0.1:0");
+    po.max_bulk_streams = max_bulk;
     push = std::make_unique<controller::PushServer>(
         &loop, *model, *auth,
         [this](const std::string& csr, const std::string& id) { return ca->sign(csr, id); },
@@ -260,4 +261,70 @@ TEST_CASE("a node reaches the controller by name", "[controller][push]") {
   REQUIRE(run_until(&f.loop, [&] { return c.version() == f.model->version() && c.version() > 0; }));
   CHECK(c.resources().count("workload/uid-a") == 1);
   c.stop();
+}
+
+TEST_CASE("push frames: split across reads and a big message does not leave a big buffer",
+          "[controller][push]") {
+  push::FrameReader r;
+  std::vector<std::string> out;
+  std::string small = push::frame_header(5) + "hello";
+  std::string big_body(3 << 20, 'x');
+  std::string big = push::frame_header(big_body.size()) + big_body;
+  std::string all = small + big + small;
+  // Fed in uneven pieces, as TLS records arrive.
+  size_t at = 0;
+  for (size_t step : {3, 7, 100, 65536}) {
+    size_t n = std::min(step, all.size() - at);
+    REQUIRE(r.feed(reinterpret_cast<const uint8_t*>(all.data() + at), n, &out));
+    at += n;
+  }
+  while (at < all.size()) {
+    size_t n = std::min<size_t>(16384, all.size() - at);
+    REQUIRE(r.feed(reinterpret_cast<const uint8_t*>(all.data() + at), n, &out));
+    at += n;
+  }
+  REQUIRE(out.size() == 3);
+  CHECK(out[0] == "hello");
+  CHECK(out[1] == big_body);
+  CHECK(out[2] == "hello");
+  CHECK(r.pending() == 0);
+  CHECK(r.capacity() <= (1u << 20));  // not the 3 MB message's
+
+  push::FrameReader limited(16);
+  std::string too_big = push::frame_header(17) + std::string(17, 'y');
+  CHECK_FALSE(limited.feed(reinterpret_cast<const uint8_t*>(too_big.data()), too_big.size(), &out));
+}
+
+TEST_CASE("push sends big snapshots a few nodes at a time and every node gets one", "[controller][push]") {
+  Fixture f(1);  // one bulk slot: the three snapshots go one after the other
+  for (int i = 0; i < 1500; ++i)
+    f.model->upsert("t", pod("p" + std::to_string(i), "n1", "10.1." + std::to_string(i / 250) + "." +
+                                                          std::to_string(i % 250 + 1)));
+  f.model->synced();
+  f.publish();
+  std::vector<std::unique_ptr<node::ControllerClient>> clients;
+  std::vector<Recorder> recs(3);
+  for (int n = 1; n <= 3; ++n) {
+    auto o = f.client_opts("n" + std::to_string(n));
+    if (n > 1) {
+      o.token_file = f.dir + "/token-n" + std::to_string(n);
+      std::ofstream(o.token_file) << kToken << "-n" << n << "\n";
+    }
+    clients.push_back(std::make_unique<node::ControllerClient>(&f.loop, o, recs[n - 1].fn()));
+    clients.back()->start();
+  }
+  REQUIRE(run_until(&f.loop, [&] {
+    for (auto& c : clients)
+      if (c->version() != f.model->version() || c->resources().size() != 1500) return false;
+    return true;
+  }));
+  // A delta after that reaches all three.
+  f.model->upsert("t", pod("late", "n1", "10.9.0.1"));
+  f.publish();
+  REQUIRE(run_until(&f.loop, [&] {
+    for (auto& c : clients)
+      if (c->version() != f.model->version()) return false;
+    return true;
+  }));
+  for (auto& c : clients) c->stop();
 }
