@@ -9,7 +9,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -196,10 +198,23 @@ struct Snapshot {
   // opt out with warren.io/dataplane-mode=none, and it speaks HBONE.
   bool enrolled(const Workload& w) const;
 
-  std::unordered_map<IpAddr, size_t> by_ip_;
-  std::unordered_map<std::string, size_t> by_uid_;
-  std::unordered_map<IpAddr, size_t> svc_by_vip_;
-  std::unordered_map<std::string, size_t> svc_by_host_;
+  // Workload indexes (positions in `workloads`). by_uid keys view the uids of
+  // `owners`, the workloads they were built from, which the index keeps
+  // alive: consecutive snapshots whose workloads differ only in content (same
+  // uids and IPs, same order) share one index.
+  struct WorkloadIndex {
+    std::unordered_map<IpAddr, size_t> by_ip;
+    std::unordered_map<std::string_view, size_t> by_uid;
+    std::vector<WorkloadPtr> owners;
+  };
+  std::shared_ptr<const WorkloadIndex> windex_ = std::make_shared<const WorkloadIndex>();
+  // Service indexes (positions in `services`), shared like the workload one
+  // when no service changed.
+  struct ServiceIndex {
+    std::unordered_map<IpAddr, size_t> by_vip;
+    std::unordered_map<std::string, size_t> by_host;
+  };
+  std::shared_ptr<const ServiceIndex> sindex_ = std::make_shared<const ServiceIndex>();
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
@@ -233,6 +248,18 @@ class SnapshotBuilder {
   std::map<std::string, std::shared_ptr<const AuthorizationPolicy>> policies_;
   std::map<std::string, std::shared_ptr<const PeerAuthentication>> peer_auths_;
   std::map<std::string, std::map<std::string, std::string>> namespaces_;  // id -> labels
+  // Since the last build (it may skip re-checking unchanged services'
+  // endpoints when no workload uid came or went).
+  mutable bool uids_changed_ = true;
+  mutable bool last_workload_rejected_ = false;
+  mutable std::set<std::string> changed_services_, last_bad_services_;
+  // A workload added, removed, or with a new uid or IPs since the last build:
+  // the workload index is rebuilt; else the last one is shared and only the
+  // changed workloads are swapped in (changed_workloads_, by id).
+  mutable bool keys_changed_ = true;
+  mutable std::set<std::string> changed_workloads_;
+  mutable SnapshotPtr last_;
+  mutable size_t patched_since_full_ = 0;
 };
 
 // Parses and validates. On failure the Error's message lists every problem,

@@ -82,3 +82,63 @@ TEST_CASE("builder leaves out resources that conflict with others", "[node][cont
   CHECK(rej.at("workload/b") == "/ips: 10.1.0.1 is also used by workload \"a\"");
   CHECK(rej.at("service/shop/x") == "/endpoints: unknown workload uid \"nope\"");
 }
+
+TEST_CASE("builder shares indexes across content-only changes and rebuilds when keys move",
+          "[node][controller]") {
+  SnapshotBuilder b(*boot());
+  REQUIRE(b.upsert("workload/a", workload("a", "10.1.0.1")));
+  REQUIRE(b.upsert("workload/b", workload("b", "10.1.0.2")));
+  REQUIRE(b.upsert("service/shop/echo", json::parse(R"({"name":"echo","namespace":"shop","vips":["10.96.0.1"],
+      "ports":[{"port":80}],"endpoints":["b"]})")));
+  std::map<std::string, std::string> rej;
+  auto s1 = b.build(&rej);
+  REQUIRE(rej.empty());
+
+  // A label change on a: same uid, same IP. The index and the services are
+  // shared; a is the new object, found by IP and uid.
+  json a2 = workload("a", "10.1.0.1");
+  a2["labels"] = {{"rev", "2"}};
+  REQUIRE(b.upsert("workload/a", a2));
+  auto s2 = b.build(&rej);
+  CHECK(rej.empty());
+  CHECK(s2->windex_ == s1->windex_);
+  CHECK(s2->sindex_ == s1->sindex_);
+  CHECK(s2->workload_by_ip(*warren::IpAddr::parse("10.1.0.1"))->labels.at("rev") == "2");
+  CHECK(s2->workload_by_uid("a")->labels.at("rev") == "2");
+  CHECK(s1->workload_by_uid("a")->labels.empty());  // the old snapshot is unchanged
+  CHECK(s2->workload_by_uid("b") == s1->workload_by_uid("b"));
+
+  // A new workload c claiming b's IP: refused; the index is rebuilt.
+  REQUIRE(b.upsert("workload/c", workload("c", "10.1.0.2")));
+  auto s3 = b.build(&rej);
+  CHECK(rej.count("workload/c") == 1);
+  CHECK(s3->windex_ != s2->windex_);
+  CHECK(s3->workload_by_uid("c") == nullptr);
+  CHECK(s3->workload_by_ip(*warren::IpAddr::parse("10.1.0.2"))->uid == "b");
+
+  // b goes: c gets the IP, and the service naming b is refused (unknown uid).
+  b.remove("workload/b");
+  rej.clear();
+  auto s4 = b.build(&rej);
+  CHECK(rej.count("workload/c") == 0);
+  CHECK(rej.count("service/shop/echo") == 1);
+  CHECK(s4->workload_by_ip(*warren::IpAddr::parse("10.1.0.2"))->uid == "c");
+  CHECK(s4->service_by_vip(*warren::IpAddr::parse("10.96.0.1")) == nullptr);
+
+  // b back: the service is accepted again, even though it did not change.
+  REQUIRE(b.upsert("workload/b", workload("b", "10.1.0.3")));
+  rej.clear();
+  auto s5 = b.build(&rej);
+  CHECK(rej.empty());
+  CHECK(s5->service_by_vip(*warren::IpAddr::parse("10.96.0.1")) != nullptr);
+  CHECK(s5->workloads.size() == 3);
+
+  // Content-only again after a rebuild: shared, and a label change of c lands.
+  json c2 = workload("c", "10.1.0.2");
+  c2["labels"] = {{"x", "y"}};
+  REQUIRE(b.upsert("workload/c", c2));
+  auto s6 = b.build(&rej);
+  CHECK(s6->windex_ == s5->windex_);
+  CHECK(s6->workload_by_uid("c")->labels.at("x") == "y");
+  CHECK(s6->workload_by_ip(*warren::IpAddr::parse("10.1.0.3"))->uid == "b");
+}
