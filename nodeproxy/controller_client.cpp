@@ -301,7 +301,83 @@ void ControllerClient::send(const nlohmann::json& j) {
   conn_->send_data(sid_, s.data(), s.size());
 }
 
+void ControllerClient::handle_streamed(const std::string& msg) {
+  // Header fields come before the resources (push_server.cpp writes them so).
+  std::string type, epoch, section, id;
+  uint64_t version = 0, since = 0;
+  bool have_version = false, started = false, refuse = false, snapshot = false;
+  auto start = [&]() {
+    if (started || refuse) return;
+    snapshot = type == "snapshot";
+    if ((type != "snapshot" && type != "delta") || !have_version ||
+        (type == "delta" && (epoch != epoch_ || since != version_))) {
+      refuse = true;  // handled below, as handle() does
+      return;
+    }
+    started = true;
+    if (stream_.begin) stream_.begin(snapshot);
+  };
+  auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (depth == 1 && ev == E::key) {
+      section = parsed.get<std::string>();
+    } else if (depth == 1 && ev == E::value) {
+      if (section == "type" && parsed.is_string()) type = parsed.get<std::string>();
+      if (section == "epoch" && parsed.is_string()) epoch = parsed.get<std::string>();
+      if (section == "version" && parsed.is_number_unsigned()) version = parsed.get<uint64_t>(), have_version = true;
+      if (section == "since" && parsed.is_number_unsigned()) since = parsed.get<uint64_t>();
+    } else if (depth == 2 && (section == "resources" || section == "upserts")) {
+      if (ev == E::key) {
+        id = parsed.get<std::string>();
+      } else if (ev == E::object_end || ev == E::value || ev == E::array_end) {
+        start();
+        if (started) stream_.resource(id, std::move(parsed));
+        return false;  // not kept in the message
+      }
+    }
+    return true;
+  };
+  auto j = nlohmann::json::parse(msg, cb, false);
+  if (!j.is_object() || !j.contains("type") || !j.contains("version") || !j["version"].is_number_unsigned()) {
+    spdlog::warn("controller: malformed message ignored");
+    if (started && conn_) {  // the node holds part of it: start over
+      epoch_.clear();
+      conn_->close("malformed message");
+    }
+    return;
+  }
+  ++messages_;
+  if (type != "snapshot" && type != "delta") {
+    spdlog::warn("controller: unknown message type \"{}\" ignored", type);
+    return;
+  }
+  start();
+  if (refuse) {
+    spdlog::warn("controller: delta {}->{} does not follow {}@{}; reconnecting", since, version, epoch_, version_);
+    epoch_.clear();
+    if (conn_) conn_->close("out-of-order delta");
+    return;
+  }
+  if (j.contains("trustBundle") && j["trustBundle"].is_string() && on_trust_bundle)
+    on_trust_bundle(j["trustBundle"].get<std::string>());
+  Update u;
+  u.snapshot = snapshot;
+  u.streamed = true;
+  if (j.contains("removes") && j["removes"].is_array())
+    for (const auto& r : j["removes"])
+      if (r.is_string()) u.removes.push_back(r.get<std::string>());
+  j = nlohmann::json();
+  auto rejected = update_(std::move(u));
+  epoch_ = epoch;
+  version_ = version;
+  if (rejected.empty())
+    send({{"type", "ack"}, {"version", version}});
+  else
+    send({{"type", "nack"}, {"version", version}, {"rejected", rejected}});
+}
+
 void ControllerClient::handle(const std::string& msg) {
+  if (update_ && stream_.resource) return handle_streamed(msg);
   auto j = nlohmann::json::parse(msg, nullptr, false);
   if (!j.is_object() || !j.contains("type") || !j.contains("version") ||
       !j["version"].is_number_unsigned()) {

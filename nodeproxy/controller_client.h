@@ -57,6 +57,9 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   // callback gets each message's changes (a snapshot replaces everything).
   struct Update {
     bool snapshot = false;
+    // The upserts went to the StreamFns while the message was parsed; `upserts`
+    // is empty and a snapshot's "start over" already happened (begin).
+    bool streamed = false;
     std::vector<std::pair<std::string, nlohmann::json>> upserts;
     std::vector<std::string> removes;
   };
@@ -65,6 +68,18 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   // `apply` may be null when an UpdateFn is set.
   ControllerClient(uv_loop_t* loop, ControllerClientOptions opts, ApplyFn apply);
   void set_update_fn(UpdateFn fn) { update_ = std::move(fn); }
+  // Optional, with an UpdateFn: each upserted resource is handed over as soon
+  // as the parser has it and dropped from the message, so a 100,000-workload
+  // snapshot never exists twice (as JSON and as the node's config) and the
+  // node's heap is not left fragmented by it. `begin(snapshot)` runs once per
+  // message before the first resource (and before the UpdateFn when there is
+  // none). A message that breaks off after resources went out closes the
+  // connection; the next one starts from a snapshot.
+  struct StreamFns {
+    std::function<void(bool snapshot)> begin;
+    std::function<void(const std::string& id, nlohmann::json&& body)> resource;
+  };
+  void set_stream_fns(StreamFns fns) { stream_ = std::move(fns); }
   ~ControllerClient() override;
   void start();
   void stop();
@@ -111,6 +126,8 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   ControllerClientOptions opts_;
   ApplyFn apply_;
   UpdateFn update_;
+  StreamFns stream_;
+  void handle_streamed(const std::string& msg);
   tls::SslCtxPtr ctx_;
   std::unique_ptr<h2::H2Conn> conn_;
   std::string token_;

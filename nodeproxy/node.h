@@ -87,7 +87,9 @@ class Node {
   Result<void> start_controller(const config::Snapshot& bootstrap);
   std::map<std::string, std::string> apply_update(bool snapshot,
                                                   std::vector<std::pair<std::string, nlohmann::json>>& upserts,
-                                                  const std::vector<std::string>& removes);
+                                                  const std::vector<std::string>& removes,
+                                                  bool streamed = false);
+  std::map<std::string, std::string> streamed_rejected_;  // from the message being streamed
   void certificates_changed(const std::vector<std::string>& ids, bool roots_changed);
   void want_identities();
   void setup_admin();

@@ -59,8 +59,21 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
   o.connect_timeout_ms = opts_.connect_timeout_ms;
   controller_ = std::make_unique<ControllerClient>(loop_, o, nullptr);
   controller_->set_update_fn([this](ControllerClient::Update&& u) {
-    return apply_update(u.snapshot, u.upserts, u.removes);
+    return apply_update(u.snapshot, u.upserts, u.removes, u.streamed);
   });
+  // Resources go into the builder as the message is parsed (see StreamFns).
+  controller_->set_stream_fns(
+      {[this](bool snapshot) {
+         streamed_rejected_.clear();
+         if (snapshot) builder_->clear();
+       },
+       [this](const std::string& id, nlohmann::json&& body) {
+         if (auto r = builder_->upsert(id, body); !r) {
+           streamed_rejected_[id] = r.error().message;
+           spdlog::warn("controller resource {} rejected (its previous version stays): {}", id, r.error().message);
+         }
+         body = nlohmann::json();
+       }});
   transport_ = std::make_unique<ClientTransport>(&controller_);
   cert_manager_ = std::make_unique<CertManager>(loop_, store_, *transport_);
   cert_manager_->set_on_change([this](const certs::IdentityStore::ReloadReport& rep) {
@@ -101,10 +114,11 @@ void Node::want_identities() {
 
 std::map<std::string, std::string> Node::apply_update(
     bool snapshot, std::vector<std::pair<std::string, nlohmann::json>>& upserts,
-    const std::vector<std::string>& removes) {
+    const std::vector<std::string>& removes, bool streamed) {
   auto start = std::chrono::steady_clock::now();
   std::map<std::string, std::string> rejected;
-  if (snapshot) builder_->clear();
+  if (streamed) rejected.swap(streamed_rejected_);
+  if (snapshot && !streamed) builder_->clear();
   for (const auto& id : removes) builder_->remove(id);
   for (auto& [id, body] : upserts) {
     if (auto r = builder_->upsert(id, body); !r) {
