@@ -112,7 +112,10 @@ TEST_CASE("k8s lease: leader hand-over between two sources", "[controller][k8s]"
     bool released = false;
     leader->elector()->release([&] { released = true; });
     REQUIRE(loop.run_until([&] { return released; }));
-    CHECK(holder(*api).empty());
+    // Released: empty, unless the follower's retry already took it (it may run
+    // in the same loop turn as the answer to the release).
+    std::string now = holder(*api);
+    CHECK((now.empty() || now == follower_id));
     REQUIRE(loop.run_until([&] { return follower->is_leader(); }, std::chrono::seconds(5)));
   }
   CHECK(holder(*api) == follower_id);
