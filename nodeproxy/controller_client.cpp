@@ -363,10 +363,14 @@ void ControllerClient::handle_streamed(const std::string& msg) {
   Update u;
   u.snapshot = snapshot;
   u.streamed = true;
-  if (j.contains("removes") && j["removes"].is_array())
-    for (const auto& r : j["removes"])
-      if (r.is_string()) u.removes.push_back(r.get<std::string>());
-  j = nlohmann::json();
+  deliver(std::move(u), j, epoch, version);
+}
+
+void ControllerClient::deliver(Update&& u, nlohmann::json& msg, const std::string& epoch, uint64_t version) {
+  if (msg.contains("removes") && msg["removes"].is_array())
+    for (const auto& id : msg["removes"])
+      if (id.is_string()) u.removes.push_back(id.get<std::string>());
+  msg = nlohmann::json();  // free the message before the node builds its snapshot
   auto rejected = update_(std::move(u));
   epoch_ = epoch;
   version_ = version;
@@ -413,17 +417,7 @@ void ControllerClient::handle(const std::string& msg) {
       u.upserts.reserve(j[key].size());
       for (auto& [id, body] : j[key].items()) u.upserts.emplace_back(id, std::move(body));
     }
-    if (j.contains("removes") && j["removes"].is_array())
-      for (const auto& id : j["removes"])
-        if (id.is_string()) u.removes.push_back(id.get<std::string>());
-    j = nlohmann::json();  // free the message before the node builds its snapshot
-    auto rejected = update_(std::move(u));
-    epoch_ = epoch;
-    version_ = version;
-    if (rejected.empty())
-      send({{"type", "ack"}, {"version", version}});
-    else
-      send({{"type", "nack"}, {"version", version}, {"rejected", rejected}});
+    deliver(std::move(u), j, epoch, version);
     return;
   }
   ResourceMap candidate;

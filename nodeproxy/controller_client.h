@@ -128,6 +128,8 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   UpdateFn update_;
   StreamFns stream_;
   void handle_streamed(const std::string& msg);
+  // Removes from `msg`, then the UpdateFn, then the ack or nack.
+  void deliver(Update&& u, nlohmann::json& msg, const std::string& epoch, uint64_t version);
   tls::SslCtxPtr ctx_;
   std::unique_ptr<h2::H2Conn> conn_;
   std::string token_;
