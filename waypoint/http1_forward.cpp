@@ -1,0 +1,156 @@
+#include "http1_forward.h"
+
+#include <cstdio>
+
+namespace warren::waypoint {
+namespace {
+
+bool list_contains(std::string_view list, std::string_view token) {
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string_view::npos) comma = list.size();
+    auto item = list.substr(start, comma - start);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    start = comma + 1;
+  }
+  return false;
+}
+
+bool named_by_connection(const Headers& all, std::string_view name) {
+  for (const auto& f : all)
+    if (iequals(f.name, "connection") && list_contains(f.value, name)) return true;
+  return false;
+}
+
+Result<void> check_field(const Header& f) {
+  if (f.name.empty()) return make_error(Errc::kInvalidArgument, "header with an empty name");
+  for (unsigned char c : f.name)
+    if (!is_tchar(c))
+      return make_error(Errc::kInvalidArgument, "header \"" + f.name + "\": name is not a token");
+  for (unsigned char c : f.value)
+    if (c == 0 || c == '\r' || c == '\n')
+      return make_error(Errc::kInvalidArgument, "header " + f.name + ": CR, LF or NUL in value");
+  return {};
+}
+
+Result<void> write_fields(std::string& out, const MessageHead& h, const ForwardOptions& o) {
+  for (const auto& f : h.headers) {
+    if (is_hop_by_hop(h.headers, f, o)) continue;
+    if (auto r = check_field(f); !r) return r;
+    out += f.name;
+    out += ": ";
+    out += f.value;
+    out += "\r\n";
+  }
+  if (o.framing == BodyFraming::kContentLength) {
+    out += "content-length: " + std::to_string(o.content_length) + "\r\n";
+  } else if (o.framing == BodyFraming::kChunked) {
+    out += "transfer-encoding: chunked\r\n";
+  }
+  if (o.upgrade)
+    out += "connection: upgrade\r\n";
+  else if (!o.keep_alive)
+    out += "connection: close\r\n";
+  out += "\r\n";
+  return {};
+}
+
+}  // namespace
+
+bool is_hop_by_hop(const Headers& all, const Header& h, const ForwardOptions& o) {
+  const std::string_view n = h.name;
+  if (iequals(n, "connection") || iequals(n, "keep-alive") || iequals(n, "proxy-connection") ||
+      iequals(n, "transfer-encoding") || iequals(n, "content-length"))
+    return true;
+  if (iequals(n, "te")) return !iequals(h.value, "trailers");
+  if (iequals(n, "upgrade")) return !o.upgrade;
+  if (o.strip_internal && istarts_with(n, "x-warren-")) return true;
+  // A field named by Connection, except those the proxy itself vouches for:
+  // `Connection: x-forwarded-for` must not strip what the proxy adds.
+  if (iequals(n, "host") || istarts_with(n, "x-forwarded-") || iequals(n, "x-request-id") ||
+      istarts_with(n, "x-warren-") || iequals(n, "traceparent") || iequals(n, "b3") ||
+      istarts_with(n, "x-b3-"))
+    return false;
+  return named_by_connection(all, n);
+}
+
+Result<std::string> serialize_request_head(const MessageHead& h, const ForwardOptions& o) {
+  for (unsigned char c : h.method)
+    if (!is_tchar(c)) return make_error(Errc::kInvalidArgument, "method is not a token");
+  if (h.method.empty() || h.target.empty())
+    return make_error(Errc::kInvalidArgument, "empty method or target");
+  for (unsigned char c : h.target)
+    if (c <= 0x20 || c == 0x7f)
+      return make_error(Errc::kInvalidArgument, "target has a space or control byte");
+  std::string out = h.method + " " + h.target + " HTTP/1.1\r\n";
+  if (auto r = write_fields(out, h, o); !r) return r.error();
+  return out;
+}
+
+Result<std::string> serialize_response_head(const MessageHead& h, const ForwardOptions& o) {
+  if (h.status < 100 || h.status > 999) return make_error(Errc::kInvalidArgument, "bad status");
+  for (unsigned char c : h.reason)
+    if (c < 0x20 && c != '\t') return make_error(Errc::kInvalidArgument, "control byte in reason");
+  std::string out = "HTTP/1.1 " + std::to_string(h.status) + " " + h.reason + "\r\n";
+  if (auto r = write_fields(out, h, o); !r) return r.error();
+  return out;
+}
+
+std::string encode_chunk(std::string_view data) {
+  if (data.empty()) return {};  // a zero-size chunk would end the body
+  char size[20];
+  int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+  std::string out;
+  out.reserve(n + data.size() + 2);
+  out.append(size, n);
+  out.append(data);
+  out += "\r\n";
+  return out;
+}
+
+Result<std::string> encode_last_chunk(const Headers& trailers) {
+  std::string out = "0\r\n";
+  for (const auto& f : trailers) {
+    if (auto r = check_field(f); !r) return r.error();
+    out += f.name + ": " + f.value + "\r\n";
+  }
+  out += "\r\n";
+  return out;
+}
+
+Result<void> validate_h2_headers(const Headers& h) {
+  bool regular_seen = false;
+  for (const auto& f : h) {
+    auto bad = [&](const std::string& why) {
+      return make_error(Errc::kProtocol, "header \"" + f.name + "\": " + why);
+    };
+    if (f.name.empty()) return bad("empty name");
+    if (f.name[0] == ':') {
+      if (regular_seen) return bad("pseudo-header after regular headers");
+      if (f.name != ":method" && f.name != ":path" && f.name != ":scheme" &&
+          f.name != ":authority" && f.name != ":protocol" && f.name != ":status")
+        return bad("unknown pseudo-header");
+    } else {
+      regular_seen = true;
+      for (unsigned char c : f.name) {
+        if (c >= 'A' && c <= 'Z') return bad("upper-case name");
+        if (!is_tchar(c)) return bad("name is not a token");
+      }
+      if (f.name == "connection" || f.name == "keep-alive" || f.name == "proxy-connection" ||
+          f.name == "transfer-encoding" || f.name == "upgrade")
+        return bad("connection-specific header");
+      if (f.name == "te" && f.value != "trailers") return bad("TE other than \"trailers\"");
+    }
+    for (unsigned char c : f.value)
+      if (c == 0 || c == '\r' || c == '\n') return bad("CR, LF or NUL in value");
+    if (!f.value.empty() && (f.value.front() == ' ' || f.value.front() == '\t' ||
+                             f.value.back() == ' ' || f.value.back() == '\t'))
+      return bad("leading or trailing whitespace in value");
+  }
+  return {};
+}
+
+}  // namespace warren::waypoint
