@@ -126,7 +126,7 @@ void InboundStream::on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_str
   cc.opened->inc();
   node.metrics().active_tunnels->inc();
   auto start = std::chrono::steady_clock::now();
-  std::string dst_uid = d.dst->uid;
+  std::string dst_uid = d.dst->uid.str();
   std::string upstream = d.upstream.to_string();
   std::string peer = info.peer.to_string();
   std::string peer_id = info.peer_identity;

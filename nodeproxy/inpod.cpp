@@ -221,7 +221,7 @@ Result<void> InPod::enroll(Pod& p, const config::Workload& w, const config::Snap
   e.ip4 = ip4;
   e.ip6 = ip6;
   e.fast_path = snap.capture.fast_path;
-  e.excluded_ports = w.excluded_outbound_ports;
+  e.excluded_ports = w.excluded_outbound_ports();
   if (auto r = capture_->enroll(e); !r) return r;
   p.fast_path = e.fast_path;
   p.name = w.name;

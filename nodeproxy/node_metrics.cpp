@@ -87,7 +87,7 @@ ConnCounters NodeMetrics::conn(const ConnLabels& l) {
   }
   std::vector<std::string> v = {
       l.reporter,
-      l.src ? or_unknown(l.src->name) : "unknown",
+      l.src ? or_unknown(l.src->name.str()) : "unknown",
       l.src ? or_unknown(l.src->namespace_) : "unknown",
       or_unknown(l.src_principal),
       app_of(l.src),
@@ -98,7 +98,7 @@ ConnCounters NodeMetrics::conn(const ConnLabels& l) {
       dst_svc,
       dst_svc_ns,
       dst_svc_name,
-      l.dst ? or_unknown(l.dst->name) : "unknown",
+      l.dst ? or_unknown(l.dst->name.str()) : "unknown",
       l.dst ? or_unknown(l.dst->namespace_) : "unknown",
       or_unknown(l.dst_principal),
       app_of(l.dst),

@@ -17,7 +17,7 @@ const config::Workload* pick_endpoint(const config::Snapshot& snap, const config
                                       bool v4, uint64_t rr) {
   std::vector<const config::Workload*> ok;
   ok.reserve(svc.endpoints.size());
-  for (auto& uid : svc.endpoints) {
+  for (std::string_view uid : svc.endpoints) {
     const auto* w = snap.workload_by_uid(uid);
     if (!w) continue;
     for (auto& ip : w->ips)

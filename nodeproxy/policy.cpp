@@ -168,8 +168,8 @@ bool policy_matches(const AuthorizationPolicy& p, const Peer& peer, const ConnFa
 
 bool selects(const std::map<std::string, std::string>& selector, const Workload& dst) {
   for (const auto& [k, v] : selector) {
-    auto it = dst.labels.find(k);
-    if (it == dst.labels.end() || it->second != v) return false;
+    auto it = dst.labels().find(k);
+    if (it == dst.labels().end() || it->second != v) return false;
   }
   return true;
 }
@@ -191,10 +191,13 @@ Decision authorize(const Snapshot& snap, const Workload& dst, const ConnFacts& f
   auto enforced = [&](const AuthorizationPolicy& p, PolicyAction a) {
     return p.action == a && !p.dry_run && applies(snap, p, dst);
   };
-  for (const auto& p : snap.policies)
+  for (const auto& pp : snap.policies) {
+    const AuthorizationPolicy& p = *pp;
     if (enforced(p, PolicyAction::kDeny) && policy_matches(p, peer, facts)) return {false, id_of(p)};
+  }
   bool any_allow = false;
-  for (const auto& p : snap.policies) {
+  for (const auto& pp : snap.policies) {
+    const AuthorizationPolicy& p = *pp;
     if (!enforced(p, PolicyAction::kAllow)) continue;
     any_allow = true;
     if (policy_matches(p, peer, facts)) return {true, id_of(p)};

@@ -3,6 +3,7 @@
 // typo in security config must never be silently ignored (STYLE.md §4).
 #include "warren/config.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -12,6 +13,7 @@
 #include <initializer_list>
 #include <sstream>
 #include <string_view>
+#include <unordered_set>
 
 namespace warren::config {
 namespace {
@@ -288,16 +290,18 @@ Workload Parser::workload(const json& j, const std::string& p) {
   w.ips = ips(j, p, "ips");
   w.protocol = enumeration(j, p, "protocol", Protocol::kHbone,
                            {{"HBONE", Protocol::kHbone}, {"NONE", Protocol::kNone}});
-  w.labels = labels(j, p, "labels");
+  WorkloadMeta meta;
+  meta.labels = labels(j, p, "labels");
   w.waypoint = str(j, p, "waypoint", false);
-  w.annotations = labels(j, p, "annotations");
-  w.canonical_name = w.name;
+  meta.annotations = labels(j, p, "annotations");
+  w.canonical_name = w.name.view();
   for (const char* k : {"app", "app.kubernetes.io/name", "service.istio.io/canonical-name"})
-    if (auto it = w.labels.find(k); it != w.labels.end() && !it->second.empty()) w.canonical_name = it->second;
+    if (auto it = meta.labels.find(k); it != meta.labels.end() && !it->second.empty()) w.canonical_name = it->second;
   w.canonical_revision = "latest";
   for (const char* k : {"version", "app.kubernetes.io/version", "service.istio.io/canonical-revision"})
-    if (auto it = w.labels.find(k); it != w.labels.end() && !it->second.empty()) w.canonical_revision = it->second;
-  if (auto it = w.annotations.find(kExcludeOutboundPorts); it != w.annotations.end()) {
+    if (auto it = meta.labels.find(k); it != meta.labels.end() && !it->second.empty())
+      w.canonical_revision = it->second;
+  if (auto it = meta.annotations.find(kExcludeOutboundPorts); it != meta.annotations.end()) {
     std::string_view rest = it->second;
     while (!rest.empty()) {
       auto comma = rest.find(',');
@@ -309,9 +313,11 @@ Workload Parser::workload(const json& j, const std::string& p) {
       if (!port)
         err(sub(sub(p, "annotations"), kExcludeOutboundPorts), "\"" + tok + "\" is not a port");
       else
-        w.excluded_outbound_ports.push_back(*port);
+        meta.excluded_outbound_ports.push_back(*port);
     }
   }
+  if (!meta.labels.empty() || !meta.annotations.empty() || !meta.excluded_outbound_ports.empty())
+    w.meta = std::make_unique<WorkloadMeta>(std::move(meta));
   return w;
 }
 
@@ -336,7 +342,13 @@ Service Parser::service(const json& j, const std::string& p) {
     sp.name = str(e, pp, "name", false);
     s.ports.push_back(sp);
   });
-  s.endpoints = strs(j, p, "endpoints");
+  {
+    auto eps = strs(j, p, "endpoints");
+    size_t bytes = 0;
+    for (const auto& e : eps) bytes += e.size();
+    s.endpoints.reserve(eps.size(), bytes);
+    for (const auto& e : eps) s.endpoints.push_back(e);
+  }
   return s;
 }
 
@@ -581,16 +593,19 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
     if (s->namespaces.count(name)) err(sub(p, "name"), "duplicate namespace \"" + name + "\"");
     s->namespaces[name] = labels(e, p, "labels");
   });
-  auto idx = std::make_shared<Snapshot::WorkloadIndex>();
+  // Duplicates are reported with their pointers; the compact index is built
+  // after.
+  std::unordered_map<std::string_view, size_t> uids;
+  std::unordered_map<IpAddr, size_t> ips_seen;
   each(doc, "", "workloads", [&](const json& e, const std::string& p, size_t i) {
     Workload parsed = workload(e, p);
     parsed.identity = "spiffe://" + s->trust_domain + "/ns/" + parsed.namespace_ + "/sa/" + parsed.service_account;
     auto wp = std::make_shared<const Workload>(std::move(parsed));
-    const Workload& w = *wp;  // by_uid_ keys view the stored uid
-    if (!w.uid.empty() && !idx->by_uid.emplace(w.uid, s->workloads.size()).second)
+    const Workload& w = *wp;  // uids keys view the stored uid
+    if (!w.uid.empty() && !uids.emplace(w.uid, s->workloads.size()).second)
       err(sub(p, "uid"), "duplicate uid \"" + w.uid + "\"");
     for (size_t k = 0; k < w.ips.size(); k++) {
-      auto [it, fresh] = idx->by_ip.emplace(w.ips[k], s->workloads.size());
+      auto [it, fresh] = ips_seen.emplace(w.ips[k], s->workloads.size());
       if (!fresh && it->second != s->workloads.size())
         err(sub(sub(p, "ips"), k), w.ips[k].to_string() + " is also used by workload \"" +
                                        s->workloads[it->second]->uid + "\"");
@@ -599,15 +614,14 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
     }
     s->workloads.push_back(std::move(wp));
   });
-  idx->owners = s->workloads;
-  s->windex_ = idx;
+  s->index_workloads();
   auto sidx = std::make_shared<Snapshot::ServiceIndex>();
   s->sindex_ = sidx;
   each(doc, "", "services", [&](const json& e, const std::string& p, size_t i) {
     Service sv = service(e, p);
     for (size_t k = 0; k < sv.endpoints.size(); k++)
-      if (!idx->by_uid.count(sv.endpoints[k]))
-        err(sub(sub(p, "endpoints"), k), "unknown workload uid \"" + sv.endpoints[k] + "\"");
+      if (!uids.count(sv.endpoints[k]))
+        err(sub(sub(p, "endpoints"), k), "unknown workload uid \"" + std::string(sv.endpoints[k]) + "\"");
     for (size_t k = 0; k < sv.vips.size(); k++) {
       auto [it, fresh] = sidx->by_vip.emplace(sv.vips[k], s->services.size());
       if (!fresh && it->second != s->services.size())
@@ -627,7 +641,7 @@ std::shared_ptr<Snapshot> Parser::snapshot(const json& doc) {
     std::string id = ap.namespace_ + "/" + ap.name;
     if (!ap.name.empty() && !seen.emplace(id, p).second)
       err(sub(sub(p, "metadata"), "name"), "duplicate policy \"" + id + "\" (also " + seen[id] + ")");
-    s->policies.push_back(std::move(ap));
+    s->policies.push_back(std::make_shared<const AuthorizationPolicy>(std::move(ap)));
   });
   seen.clear();
   each(doc, "", "peerAuthentications", [&](const json& e, const std::string& p, size_t) {
@@ -661,14 +675,83 @@ Result<std::shared_ptr<Snapshot>> parse_mutable(const json& doc) {
 
 }  // namespace
 
-const Workload* Snapshot::workload_by_ip(const IpAddr& ip) const {
-  auto it = windex_->by_ip.find(ip);
-  return it == windex_->by_ip.end() ? nullptr : workloads[it->second].get();
+namespace {
+uint32_t v4_host(const IpAddr& ip) {
+  const auto& b = ip.bytes();
+  return uint32_t(b[0]) << 24 | uint32_t(b[1]) << 16 | uint32_t(b[2]) << 8 | b[3];
+}
+const std::map<std::string, std::string> kNoLabels;
+const std::vector<uint16_t> kNoPorts;
+}  // namespace
+
+Workload::Workload(const Workload& o)
+    : uid(o.uid),
+      name(o.name),
+      namespace_(o.namespace_),
+      service_account(o.service_account),
+      node(o.node),
+      waypoint(o.waypoint),
+      identity(o.identity),
+      canonical_name(o.canonical_name),
+      canonical_revision(o.canonical_revision),
+      ips(o.ips),
+      protocol(o.protocol),
+      meta(o.meta ? std::make_unique<WorkloadMeta>(*o.meta) : nullptr) {}
+
+Workload& Workload::operator=(const Workload& o) {
+  if (this != &o) {
+    Workload copy(o);
+    *this = std::move(copy);
+  }
+  return *this;
 }
 
-const Workload* Snapshot::workload_by_uid(const std::string& uid) const {
-  auto it = windex_->by_uid.find(uid);
-  return it == windex_->by_uid.end() ? nullptr : workloads[it->second].get();
+const std::map<std::string, std::string>& Workload::labels() const { return meta ? meta->labels : kNoLabels; }
+const std::map<std::string, std::string>& Workload::annotations() const {
+  return meta ? meta->annotations : kNoLabels;
+}
+const std::vector<uint16_t>& Workload::excluded_outbound_ports() const {
+  return meta ? meta->excluded_outbound_ports : kNoPorts;
+}
+
+void Snapshot::index_workloads() {
+  auto idx = std::make_shared<WorkloadIndex>();
+  idx->by_uid.reserve(workloads.size());
+  idx->by_v4.reserve(workloads.size());
+  for (uint32_t i = 0; i < workloads.size(); ++i) {
+    const Workload& w = *workloads[i];
+    if (!w.uid.empty()) idx->by_uid.push_back(i);
+    for (const auto& ip : w.ips) {
+      if (ip.is_v4()) idx->by_v4.emplace_back(v4_host(ip), i);
+      else idx->by_v6.emplace_back(ip, i);
+    }
+  }
+  std::sort(idx->by_uid.begin(), idx->by_uid.end(),
+            [&](uint32_t a, uint32_t b) { return workloads[a]->uid < workloads[b]->uid; });
+  std::sort(idx->by_v4.begin(), idx->by_v4.end());
+  std::sort(idx->by_v6.begin(), idx->by_v6.end());
+  idx->by_v4.shrink_to_fit();
+  windex_ = std::move(idx);
+}
+
+const Workload* Snapshot::workload_by_ip(const IpAddr& ip) const {
+  const auto& x = *windex_;
+  if (ip.is_v4()) {
+    uint32_t a = v4_host(ip);
+    auto it = std::lower_bound(x.by_v4.begin(), x.by_v4.end(), a,
+                               [](const std::pair<uint32_t, uint32_t>& e, uint32_t v) { return e.first < v; });
+    return it != x.by_v4.end() && it->first == a ? workloads[it->second].get() : nullptr;
+  }
+  auto it = std::lower_bound(x.by_v6.begin(), x.by_v6.end(), ip,
+                             [](const std::pair<IpAddr, uint32_t>& e, const IpAddr& v) { return e.first < v; });
+  return it != x.by_v6.end() && it->first == ip ? workloads[it->second].get() : nullptr;
+}
+
+const Workload* Snapshot::workload_by_uid(std::string_view uid) const {
+  const auto& x = windex_->by_uid;
+  auto it = std::lower_bound(x.begin(), x.end(), uid,
+                             [&](uint32_t pos, std::string_view v) { return workloads[pos]->uid < v; });
+  return it != x.end() && workloads[*it]->uid == uid ? workloads[*it].get() : nullptr;
 }
 
 const Service* Snapshot::service_by_vip(const IpAddr& ip) const {
@@ -712,8 +795,9 @@ std::optional<std::pair<std::string, uint16_t>> parse_host_port(std::string_view
 
 bool Snapshot::enrolled(const Workload& w) const {
   if (w.protocol != Protocol::kHbone) return false;
-  auto pl = w.labels.find(kDataplaneModeLabel);
-  if (pl != w.labels.end()) {
+  const auto& wl = w.labels();
+  auto pl = wl.find(kDataplaneModeLabel);
+  if (pl != wl.end()) {
     if (pl->second == "none") return false;
     if (pl->second == "enabled") return true;
   }
@@ -758,7 +842,7 @@ const char* to_string(PolicyAction a) {
 
 nlohmann::json to_json(const Snapshot& s) {
   using json = nlohmann::json;
-  auto ips = [](const std::vector<IpAddr>& v) {
+  auto ips = [](const auto& v) {
     json a = json::array();
     for (auto& ip : v) a.push_back(ip.to_string());
     return a;
@@ -784,9 +868,9 @@ nlohmann::json to_json(const Snapshot& s) {
     ws.push_back({{"uid", w.uid}, {"name", w.name}, {"namespace", w.namespace_},
                   {"serviceAccount", w.service_account}, {"node", w.node}, {"ips", ips(w.ips)},
                   {"protocol", w.protocol == Protocol::kHbone ? "HBONE" : "NONE"},
-                  {"labels", w.labels.empty() ? json::object() : json(w.labels)},
+                  {"labels", w.labels().empty() ? json::object() : json(w.labels())},
                   {"waypoint", w.waypoint},
-                  {"annotations", w.annotations.empty() ? json::object() : json(w.annotations)}});
+                  {"annotations", w.annotations().empty() ? json::object() : json(w.annotations())}});
   }
   doc["workloads"] = ws;
   json ss = json::array();
@@ -800,11 +884,11 @@ nlohmann::json to_json(const Snapshot& s) {
       ports.push_back(jp);
     }
     ss.push_back({{"name", sv.name}, {"namespace", sv.namespace_}, {"hostname", sv.hostname},
-                  {"vips", ips(sv.vips)}, {"ports", ports}, {"endpoints", sv.endpoints}});
+                  {"vips", ips(sv.vips)}, {"ports", ports}, {"endpoints", std::vector<std::string_view>(sv.endpoints.begin(), sv.endpoints.end())}});
   }
   doc["services"] = ss;
   json ps = json::array();
-  for (const auto& p : s.policies) ps.push_back(p.raw);
+  for (const auto& p : s.policies) ps.push_back(p->raw);
   doc["policies"] = ps;
   json pas = json::array();
   for (const auto& p : s.peer_authentications) pas.push_back(p.raw);
@@ -882,14 +966,16 @@ SnapshotBuilder::SnapshotBuilder(const Snapshot& bootstrap) : base_(bootstrap) {
 }
 
 size_t SnapshotBuilder::size() const {
-  return workloads_.size() + services_.size() + policies_.size() + peer_auths_.size() +
-         namespaces_.size();
+  merge_pending();
+  return staged_.size() + services_.size() + policies_.size() + peer_auths_.size() + namespaces_.size();
 }
 
 void SnapshotBuilder::clear() {
-  uids_changed_ = true;
+  check_all_ = true;
   keys_changed_ = true;
-  workloads_.clear();
+  staged_.clear();
+  staged_.shrink_to_fit();
+  pending_.clear();
   services_.clear();
   policies_.clear();
   peer_auths_.clear();
@@ -897,13 +983,72 @@ void SnapshotBuilder::clear() {
 }
 
 void SnapshotBuilder::remove(const std::string& id) {
-  if (workloads_.erase(id)) {
-    uids_changed_ = true;
-    keys_changed_ = true;
+  if (id.rfind("workload/", 0) == 0) {
+    pending_.push_back({nullptr, id.substr(9)});
     return;
   }
   services_.erase(id) || policies_.erase(id) || peer_auths_.erase(id) || namespaces_.erase(id);
   changed_services_.insert(id);
+}
+
+// Upserts and removes are queued (one pointer each, in one block that is
+// freed whole, so a 100,000-workload snapshot leaves no holes in the heap)
+// and merged into the uid-sorted list when it is next read.
+void SnapshotBuilder::merge_pending() const {
+  if (pending_.empty()) return;
+  auto key = [](const PendingWorkload& p) -> std::string_view { return p.w ? std::string_view(p.w->uid) : p.removed; };
+  std::stable_sort(pending_.begin(), pending_.end(),
+                   [&](const PendingWorkload& a, const PendingWorkload& b) { return key(a) < key(b); });
+  // The last operation on a uid wins.
+  size_t out = 0;
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    if (i + 1 < pending_.size() && key(pending_[i]) == key(pending_[i + 1])) continue;
+    if (out != i) pending_[out] = std::move(pending_[i]);
+    ++out;
+  }
+  pending_.resize(out);
+  auto by_uid = [](const WorkloadPtr& w, std::string_view uid) { return w->uid < uid; };
+  // Only replacements of present workloads: in place.
+  bool in_place = true;
+  for (const auto& p : pending_) {
+    auto it = std::lower_bound(staged_.begin(), staged_.end(), key(p), by_uid);
+    if (!p.w || it == staged_.end() || (*it)->uid != key(p)) {
+      in_place = false;
+      break;
+    }
+  }
+  if (in_place) {
+    for (auto& p : pending_) {
+      auto it = std::lower_bound(staged_.begin(), staged_.end(), key(p), by_uid);
+      if ((*it)->ips != p.w->ips) keys_changed_ = true;
+      *it = std::move(p.w);
+    }
+  } else {
+    std::vector<WorkloadPtr> merged;
+    merged.reserve(staged_.size() + pending_.size());
+    size_t i = 0;
+    for (auto& p : pending_) {
+      std::string_view k = key(p);
+      while (i < staged_.size() && staged_[i]->uid < k) merged.push_back(std::move(staged_[i++]));
+      bool present = i < staged_.size() && staged_[i]->uid == k;
+      if (present && !p.w) {
+        uids_removed_.emplace_back(staged_[i]->uid.view());
+        keys_changed_ = true;
+        ++i;
+      } else if (present) {
+        if (staged_[i]->ips != p.w->ips) keys_changed_ = true;
+        merged.push_back(std::move(p.w));
+        ++i;
+      } else if (p.w) {
+        keys_changed_ = true;
+        merged.push_back(std::move(p.w));
+      }
+    }
+    while (i < staged_.size()) merged.push_back(std::move(staged_[i++]));
+    staged_.swap(merged);
+  }
+  pending_.clear();
+  pending_.shrink_to_fit();
 }
 
 Result<void> SnapshotBuilder::upsert(const std::string& id, const nlohmann::json& body) {
@@ -917,21 +1062,14 @@ Result<void> SnapshotBuilder::upsert(const std::string& id, const nlohmann::json
   try {
     if (prefixed("workload/")) {
       Workload w = p.workload(body, "");
+      if (p.errors.empty() && id.compare(9, std::string::npos, w.uid) != 0)
+        p.err("/uid", "\"" + w.uid + "\" does not match the id " + id);
       if (!p.errors.empty()) return fail();
       w.identity = "spiffe://" + base_.trust_domain + "/ns/" + w.namespace_ + "/sa/" + w.service_account;
-      if (!w.node.empty() && w.node != base_.node_name) {
-        // Another node's pod: selectors and enrollment only ever look at
-        // local ones (see Workload::canonical_name).
-        w.labels.clear();
-        w.annotations.clear();
-        w.excluded_outbound_ports.clear();
-        w.excluded_outbound_ports.shrink_to_fit();
-      }
-      auto& slot = workloads_[id];
-      if (!slot || slot->uid != w.uid) uids_changed_ = true;
-      if (!slot || slot->uid != w.uid || slot->ips != w.ips || w.uid.empty()) keys_changed_ = true;
-      changed_workloads_.insert(id);
-      slot = std::make_shared<const Workload>(std::move(w));
+      // Another node's pod: selectors and enrollment only ever look at local
+      // ones (see WorkloadMeta).
+      if (!w.node.empty() && w.node != base_.node_name) w.meta.reset();
+      pending_.push_back({std::make_shared<const Workload>(std::move(w)), {}});
     } else if (prefixed("service/")) {
       Service sv = p.service(body, "");
       if (!p.errors.empty()) return fail();
@@ -965,78 +1103,60 @@ Result<void> SnapshotBuilder::upsert(const std::string& id, const nlohmann::json
 }
 
 SnapshotPtr SnapshotBuilder::build(std::map<std::string, std::string>* rejected) const {
+  merge_pending();
   auto s = std::make_shared<Snapshot>(base_);
   bool workload_rejected = false;
   auto reject = [&](const std::string& id, const std::string& why) {
     if (rejected) (*rejected)[id] = why;
   };
-  // Only contents changed (same ids, uids and IPs, nothing refused last
-  // time): the last index still holds, the changed workloads are swapped in
-  // at their positions. A full rebuild now and then drops the replaced
-  // workloads the shared index keeps alive.
-  bool patch = last_ && !keys_changed_ && !last_workload_rejected_ && patched_since_full_ < 1024;
-  if (patch) {
+  if (last_ && !keys_changed_ && !last_workload_rejected_) {
+    // Only contents changed (same uids and IPs, nothing refused last time):
+    // same positions, the last index still holds.
+    s->workloads = staged_;
     s->windex_ = last_->windex_;
-    s->workloads = last_->workloads;
-    for (const auto& id : changed_workloads_) {
-      auto w = workloads_.find(id);
-      auto at = w == workloads_.end() ? s->windex_->by_uid.end() : s->windex_->by_uid.find(w->second->uid);
-      if (at == s->windex_->by_uid.end()) {
-        patch = false;  // cannot happen with the keys unchanged; be safe
-        break;
-      }
-      s->workloads[at->second] = w->second;
-    }
-    patched_since_full_ += changed_workloads_.size();
-  }
-  if (!patch) {
-    s->workloads.clear();
-    patched_since_full_ = 0;
-    auto idx = std::make_shared<Snapshot::WorkloadIndex>();
-    s->workloads.reserve(workloads_.size());
-    idx->by_uid.reserve(workloads_.size());
-    idx->by_ip.reserve(workloads_.size());
-    // One hash insert per key (a lookup first would double the cache misses
-    // of 100,000 workloads); a rare conflict rolls back what it inserted.
-    for (const auto& [id, w] : workloads_) {
-      size_t i = s->workloads.size();
-      if (!w->uid.empty() && !idx->by_uid.emplace(w->uid, i).second) {
-        reject(id, "/uid: duplicate uid \"" + w->uid + "\"");
-        workload_rejected = true;
-        continue;
-      }
-      size_t added = 0;
-      bool clash = false;
-      for (const auto& ip : w->ips) {
-        auto [it, fresh] = idx->by_ip.emplace(ip, i);
-        if (fresh) {
-          ++added;
-        } else if (it->second != i) {
-          reject(id, "/ips: " + ip.to_string() + " is also used by workload \"" +
-                         s->workloads[it->second]->uid + "\"");
-          clash = true;
-          break;
+  } else {
+    // uids are unique (they are the ids); an IP used twice refuses the later
+    // workload (in uid order). Clashes are rare: found by sorting, then
+    // settled one workload at a time.
+    s->workloads = staged_;
+    s->index_workloads();
+    const auto& x = *s->windex_;
+    bool clash = false;
+    for (size_t i = 1; !clash && i < x.by_v4.size(); ++i) clash = x.by_v4[i].first == x.by_v4[i - 1].first;
+    for (size_t i = 1; !clash && i < x.by_v6.size(); ++i) clash = x.by_v6[i].first == x.by_v6[i - 1].first;
+    if (clash) {
+      std::unordered_map<IpAddr, size_t> taken;
+      std::vector<WorkloadPtr> accepted;
+      accepted.reserve(staged_.size());
+      for (const auto& w : staged_) {
+        std::string why;
+        for (size_t k = 0; why.empty() && k < w->ips.size(); ++k) {
+          auto it = taken.find(w->ips[k]);
+          if (it != taken.end())
+            why = "/ips: " + w->ips[k].to_string() + " is also used by workload \"" + accepted[it->second]->uid + "\"";
+          for (size_t j = 0; why.empty() && j < k; ++j)
+            if (w->ips[j] == w->ips[k]) why = "/ips: " + w->ips[k].to_string() + " is listed twice";
         }
+        if (!why.empty()) {
+          reject("workload/" + w->uid, why);
+          workload_rejected = true;
+          continue;
+        }
+        for (const auto& ip : w->ips) taken.emplace(ip, accepted.size());
+        accepted.push_back(w);
       }
-      if (clash) {
-        for (size_t k = 0; k < added; ++k) idx->by_ip.erase(w->ips[k]);
-        if (!w->uid.empty()) idx->by_uid.erase(w->uid);
-        workload_rejected = true;
-        continue;
-      }
-      s->workloads.push_back(w);
+      s->workloads = std::move(accepted);
+      s->index_workloads();
     }
-    idx->owners = s->workloads;
-    s->windex_ = std::move(idx);
   }
   keys_changed_ = false;
-  changed_workloads_.clear();
-  // Endpoints name workload uids. When the accepted uids are the same as at
-  // the last build (no workload added, removed or refused since), a service
-  // that did not change keeps its verdict: a one-pod delta skips 100,000
-  // lookups.
-  bool reuse = !uids_changed_ && !workload_rejected && !last_workload_rejected_;
-  if (reuse && last_ && changed_services_.empty() && last_bad_services_.empty()) {
+  // Endpoints name workload uids. A uid that came can only make a refused
+  // service good again (those are checked again below); one that went is
+  // looked for in every service's endpoints; a refused workload, or a clear,
+  // checks everything.
+  bool check_all = check_all_ || workload_rejected || last_workload_rejected_ || !last_;
+  std::unordered_set<std::string_view> removed(uids_removed_.begin(), uids_removed_.end());
+  if (!check_all && removed.empty() && changed_services_.empty() && last_bad_services_.empty()) {
     // No service changed and every one was accepted last time: same list,
     // same index.
     s->services = last_->services;
@@ -1048,10 +1168,12 @@ SnapshotPtr SnapshotBuilder::build(std::map<std::string, std::string>* rejected)
     prev_bad.swap(last_bad_services_);
     for (const auto& [id, sv] : services_) {
       std::string why;
-      bool check = !reuse || changed_services_.count(id) || prev_bad.count(id);
+      bool check = check_all || changed_services_.count(id) || prev_bad.count(id);
+      for (size_t k = 0; !check && !removed.empty() && k < sv->endpoints.size(); ++k)
+        check = removed.count(sv->endpoints[k]) > 0;
       for (size_t k = 0; check && k < sv->endpoints.size(); ++k)
-        if (!s->windex_->by_uid.count(sv->endpoints[k])) {
-          why = "/endpoints: unknown workload uid \"" + sv->endpoints[k] + "\"";
+        if (!s->workload_by_uid(sv->endpoints[k])) {
+          why = "/endpoints: unknown workload uid \"" + std::string(sv->endpoints[k]) + "\"";
           break;
         }
       for (const auto& vip : sv->vips)
@@ -1073,9 +1195,11 @@ SnapshotPtr SnapshotBuilder::build(std::map<std::string, std::string>* rejected)
     s->sindex_ = std::move(sidx);
   }
   last_workload_rejected_ = workload_rejected;
-  uids_changed_ = false;
+  check_all_ = false;
+  uids_removed_.clear();
+  uids_removed_.shrink_to_fit();
   changed_services_.clear();
-  for (const auto& [id, ap] : policies_) s->policies.push_back(*ap);
+  for (const auto& [id, ap] : policies_) s->policies.push_back(ap);
   for (const auto& [id, pa] : peer_auths_) s->peer_authentications.push_back(*pa);
   for (const auto& [id, labels] : namespaces_) s->namespaces[id.substr(10)] = labels;
   s->version = ++g_version;

@@ -6,6 +6,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <iterator>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -16,36 +21,167 @@
 #include <vector>
 
 #include "warren/ip.h"
+#include "warren/name.h"
+#include "warren/text.h"
 #include "warren/result.h"
 
 namespace warren::config {
 
-enum class Protocol { kHbone, kNone };  // NONE: not in the mesh, plain TCP
+enum class Protocol : uint8_t { kHbone, kNone };  // NONE: not in the mesh, plain TCP
 enum class PeerAuthMode { kUnset, kStrict, kPermissive, kDisable };
 enum class PolicyAction { kAllow, kDeny, kAudit, kCustom };
 
-struct Workload {
-  std::string uid;
-  std::string name;
-  std::string namespace_;
-  std::string service_account = "default";
-  std::string node;
-  std::vector<IpAddr> ips;
-  Protocol protocol = Protocol::kHbone;
+// What only workloads of this node keep: selectors and enrollment look at
+// local workloads alone, and in controller mode the labels and annotations of
+// 100,000 others would be most of the node's memory.
+struct WorkloadMeta {
   std::map<std::string, std::string> labels;
-  std::string waypoint;  // gateway name, empty if none (issue 5)
   std::map<std::string, std::string> annotations;
   // warren.io/exclude-outbound-ports: connects to these ports are not captured.
   std::vector<uint16_t> excluded_outbound_ports;
+};
+
+// A workload's addresses: one inline (almost every pod has one, or one per
+// family), more in one heap block. Reads as a contiguous list.
+class IpList {
+ public:
+  IpList() = default;
+  IpList(std::initializer_list<IpAddr> l) { assign(l.begin(), l.size()); }
+  IpList(const std::vector<IpAddr>& v) { assign(v.data(), v.size()); }  // NOLINT
+  IpList(const IpList& o) { assign(o.begin(), o.size()); }
+  IpList(IpList&& o) noexcept : heap_(o.heap_), one_(o.one_), n_(o.n_) {
+    o.heap_ = nullptr;
+    o.n_ = 0;
+  }
+  IpList& operator=(const IpList& o) {
+    if (this != &o) assign(o.begin(), o.size());
+    return *this;
+  }
+  IpList& operator=(IpList&& o) noexcept {
+    std::swap(heap_, o.heap_);
+    std::swap(one_, o.one_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  ~IpList() { delete[] heap_; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  const IpAddr* begin() const { return heap_ ? heap_ : &one_; }
+  const IpAddr* end() const { return begin() + n_; }
+  const IpAddr& operator[](size_t i) const { return begin()[i]; }
+  void push_back(const IpAddr& ip) {
+    std::vector<IpAddr> v(begin(), end());
+    v.push_back(ip);
+    assign(v.data(), v.size());
+  }
+  bool operator==(const IpList& o) const { return n_ == o.n_ && std::equal(begin(), end(), o.begin()); }
+  bool operator!=(const IpList& o) const { return !(*this == o); }
+
+ private:
+  void assign(const IpAddr* p, size_t n) {
+    IpAddr* h = n > 1 ? new IpAddr[n] : nullptr;
+    if (h) std::copy(p, p + n, h);
+    else if (n == 1) one_ = *p;
+    delete[] heap_;
+    heap_ = h;
+    n_ = static_cast<uint8_t>(n);
+  }
+  IpAddr* heap_ = nullptr;  // n_ > 1
+  IpAddr one_;              // n_ == 1
+  uint8_t n_ = 0;
+};
+
+// Kept compact (a node holds every workload of the mesh): the values many
+// workloads share are interned Names; labels and annotations live in `meta`.
+struct Workload {
+  Text uid;
+  Text name;
+  Name namespace_;
+  Name service_account = "default";
+  Name node;
+  Name waypoint;  // gateway name, empty if none (issue 5)
   // spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
-  std::string identity;
+  Name identity;
   // Istio's canonical service and revision (telemetry labels), from
   // service.istio.io/canonical-name, app.kubernetes.io/name or app (else the
   // name), and service.istio.io/canonical-revision, app.kubernetes.io/version
   // or version (else "latest"). Kept when labels are not: in controller mode
-  // a workload on another node keeps no labels or annotations (only local
-  // ones are matched by selectors), which is most of its memory.
-  std::string canonical_name, canonical_revision;
+  // a workload on another node keeps no meta.
+  Name canonical_name, canonical_revision;
+  IpList ips;
+  Protocol protocol = Protocol::kHbone;
+  // Null: no labels, annotations or excluded ports (every workload of
+  // another node). Copied with the workload (the copy constructor in
+  // config.cpp lists every field: keep it in step).
+  std::unique_ptr<WorkloadMeta> meta;
+
+  Workload() = default;
+  Workload(const Workload& o);
+  Workload(Workload&&) noexcept = default;
+  Workload& operator=(const Workload& o);
+  Workload& operator=(Workload&&) noexcept = default;
+
+  const std::map<std::string, std::string>& labels() const;
+  const std::map<std::string, std::string>& annotations() const;
+  const std::vector<uint16_t>& excluded_outbound_ports() const;
+};
+
+// Strings in one block (a service's endpoint uids: a node holds every
+// service of the mesh). Reads as a list of string_views.
+class StringList {
+ public:
+  StringList() = default;
+  StringList(std::initializer_list<std::string_view> l) {
+    for (auto s : l) push_back(s);
+  }
+  void push_back(std::string_view s) {
+    data_.append(s);
+    ends_.push_back(static_cast<uint32_t>(data_.size()));
+  }
+  void reserve(size_t n, size_t bytes) {
+    ends_.reserve(n);
+    data_.reserve(bytes);
+  }
+  size_t size() const { return ends_.size(); }
+  bool empty() const { return ends_.empty(); }
+  std::string_view operator[](size_t i) const {
+    uint32_t b = i ? ends_[i - 1] : 0;
+    return std::string_view(data_).substr(b, ends_[i] - b);
+  }
+  class iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = std::string_view;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = std::string_view;
+    iterator() = default;
+    iterator(const StringList* l, size_t i) : l_(l), i_(i) {}
+    std::string_view operator*() const { return (*l_)[i_]; }
+    iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    bool operator==(const iterator& o) const { return i_ == o.i_; }
+    bool operator!=(const iterator& o) const { return i_ != o.i_; }
+
+   private:
+    const StringList* l_ = nullptr;
+    size_t i_ = 0;
+  };
+  iterator begin() const { return {this, 0}; }
+  iterator end() const { return {this, size()}; }
+  bool operator==(const StringList& o) const { return ends_ == o.ends_ && data_ == o.data_; }
+  bool operator==(const std::vector<std::string>& v) const {
+    if (v.size() != size()) return false;
+    for (size_t i = 0; i < v.size(); ++i)
+      if (v[i] != (*this)[i]) return false;
+    return true;
+  }
+
+ private:
+  std::string data_;
+  std::vector<uint32_t> ends_;
 };
 
 struct ServicePort {
@@ -60,7 +196,7 @@ struct Service {
   std::string hostname;  // <name>.<ns>.svc.cluster.local when not given
   std::vector<IpAddr> vips;
   std::vector<ServicePort> ports;
-  std::vector<std::string> endpoints;  // workload uids
+  StringList endpoints;  // workload uids
 };
 
 // AuthorizationPolicy, Istio's shape (security.istio.io/v1), kept as parsed
@@ -178,7 +314,7 @@ struct Snapshot {
   // deltas share every workload and service that did not change.
   std::vector<WorkloadPtr> workloads;
   std::vector<ServicePtr> services;
-  std::vector<AuthorizationPolicy> policies;
+  std::vector<std::shared_ptr<const AuthorizationPolicy>> policies;  // shared between snapshots
   std::vector<PeerAuthentication> peer_authentications;
   CaptureConfig capture;
   // Namespace labels (enrollment: warren.io/dataplane-mode=enabled).
@@ -187,7 +323,7 @@ struct Snapshot {
 
   // Indexes, built once by the parser.
   const Workload* workload_by_ip(const IpAddr& ip) const;
-  const Workload* workload_by_uid(const std::string& uid) const;
+  const Workload* workload_by_uid(std::string_view uid) const;
   // A service VIP and port; nullptr when none.
   const Service* service_by_vip(const IpAddr& ip) const;
   const Service* service_by_hostname(const std::string& host) const;
@@ -198,14 +334,14 @@ struct Snapshot {
   // opt out with warren.io/dataplane-mode=none, and it speaks HBONE.
   bool enrolled(const Workload& w) const;
 
-  // Workload indexes (positions in `workloads`). by_uid keys view the uids of
-  // `owners`, the workloads they were built from, which the index keeps
-  // alive: consecutive snapshots whose workloads differ only in content (same
-  // uids and IPs, same order) share one index.
+  // Workload indexes, compact (a node holds every workload of the mesh):
+  // positions in `workloads`, sorted by uid and by address, searched by
+  // bisection. Consecutive snapshots whose workloads differ only in content
+  // (same uids and IPs at the same positions) share one index.
   struct WorkloadIndex {
-    std::unordered_map<IpAddr, size_t> by_ip;
-    std::unordered_map<std::string_view, size_t> by_uid;
-    std::vector<WorkloadPtr> owners;
+    std::vector<uint32_t> by_uid;                      // empty uids left out
+    std::vector<std::pair<uint32_t, uint32_t>> by_v4;  // (address, host order; position)
+    std::vector<std::pair<IpAddr, uint32_t>> by_v6;
   };
   std::shared_ptr<const WorkloadIndex> windex_ = std::make_shared<const WorkloadIndex>();
   // Service indexes (positions in `services`), shared like the workload one
@@ -215,6 +351,8 @@ struct Snapshot {
     std::unordered_map<std::string, size_t> by_host;
   };
   std::shared_ptr<const ServiceIndex> sindex_ = std::make_shared<const ServiceIndex>();
+  // Builds windex_ from `workloads` (uids and IPs assumed unique).
+  void index_workloads();
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
@@ -242,24 +380,33 @@ class SnapshotBuilder {
   SnapshotPtr build(std::map<std::string, std::string>* rejected) const;
 
  private:
+  // Merges pending_ into staged_; sets what the build must redo.
+  void merge_pending() const;
+
   Snapshot base_;
-  std::map<std::string, WorkloadPtr> workloads_;
+  // Workloads by uid (the id is "workload/<uid>"), as of the last build, and
+  // what changed since (null: removed). One pointer per workload: a node
+  // holds every workload of the mesh.
+  mutable std::vector<WorkloadPtr> staged_;
+  struct PendingWorkload {
+    WorkloadPtr w;        // null: remove
+    std::string removed;  // the uid, for a remove
+  };
+  mutable std::vector<PendingWorkload> pending_;
   std::map<std::string, ServicePtr> services_;
   std::map<std::string, std::shared_ptr<const AuthorizationPolicy>> policies_;
   std::map<std::string, std::shared_ptr<const PeerAuthentication>> peer_auths_;
   std::map<std::string, std::map<std::string, std::string>> namespaces_;  // id -> labels
-  // Since the last build (it may skip re-checking unchanged services'
-  // endpoints when no workload uid came or went).
-  mutable bool uids_changed_ = true;
+  // Since the last build. A workload uid that came or went makes services'
+  // endpoints be checked again (a removed one: only against the removed
+  // uids); a workload added, removed or with new IPs rebuilds the workload
+  // index, else the last one is shared.
+  mutable bool keys_changed_ = true;
+  mutable bool check_all_ = true;
+  mutable std::vector<std::string> uids_removed_;
   mutable bool last_workload_rejected_ = false;
   mutable std::set<std::string> changed_services_, last_bad_services_;
-  // A workload added, removed, or with a new uid or IPs since the last build:
-  // the workload index is rebuilt; else the last one is shared and only the
-  // changed workloads are swapped in (changed_workloads_, by id).
-  mutable bool keys_changed_ = true;
-  mutable std::set<std::string> changed_workloads_;
   mutable SnapshotPtr last_;
-  mutable size_t patched_since_full_ = 0;
 };
 
 // Parses and validates. On failure the Error's message lists every problem,

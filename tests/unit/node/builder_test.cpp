@@ -103,9 +103,9 @@ TEST_CASE("builder shares indexes across content-only changes and rebuilds when 
   CHECK(rej.empty());
   CHECK(s2->windex_ == s1->windex_);
   CHECK(s2->sindex_ == s1->sindex_);
-  CHECK(s2->workload_by_ip(*warren::IpAddr::parse("10.1.0.1"))->labels.at("rev") == "2");
-  CHECK(s2->workload_by_uid("a")->labels.at("rev") == "2");
-  CHECK(s1->workload_by_uid("a")->labels.empty());  // the old snapshot is unchanged
+  CHECK(s2->workload_by_ip(*warren::IpAddr::parse("10.1.0.1"))->labels().at("rev") == "2");
+  CHECK(s2->workload_by_uid("a")->labels().at("rev") == "2");
+  CHECK(s1->workload_by_uid("a")->labels().empty());  // the old snapshot is unchanged
   CHECK(s2->workload_by_uid("b") == s1->workload_by_uid("b"));
 
   // A new workload c claiming b's IP: refused; the index is rebuilt.
@@ -139,6 +139,69 @@ TEST_CASE("builder shares indexes across content-only changes and rebuilds when 
   REQUIRE(b.upsert("workload/c", c2));
   auto s6 = b.build(&rej);
   CHECK(s6->windex_ == s5->windex_);
-  CHECK(s6->workload_by_uid("c")->labels.at("x") == "y");
+  CHECK(s6->workload_by_uid("c")->labels().at("x") == "y");
   CHECK(s6->workload_by_ip(*warren::IpAddr::parse("10.1.0.3"))->uid == "b");
+}
+
+TEST_CASE("builder applies queued upserts and removes in order and checks ids", "[node][controller]") {
+  SnapshotBuilder b(*boot());
+  // The id names the uid.
+  auto bad = b.upsert("workload/x", workload("y", "10.1.0.1"));
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message == "/uid: \"y\" does not match the id workload/x");
+  // Within one batch the last operation on a uid wins.
+  REQUIRE(b.upsert("workload/a", workload("a", "10.1.0.1")));
+  b.remove("workload/a");
+  REQUIRE(b.upsert("workload/b", workload("b", "10.1.0.2")));
+  b.remove("workload/c");  // never there
+  REQUIRE(b.upsert("workload/c", workload("c", "10.1.0.3")));
+  REQUIRE(b.upsert("workload/b", workload("b", "10.1.0.4")));
+  CHECK(b.size() == 2);
+  std::map<std::string, std::string> rej;
+  auto s = b.build(&rej);
+  CHECK(rej.empty());
+  REQUIRE(s->workloads.size() == 2);
+  CHECK(s->workload_by_uid("a") == nullptr);
+  CHECK(s->workload_by_ip(*warren::IpAddr::parse("10.1.0.4"))->uid == "b");
+  CHECK(s->workload_by_ip(*warren::IpAddr::parse("10.1.0.2")) == nullptr);
+  CHECK(s->workload_by_uid("c") != nullptr);
+  // Workloads come out in uid order whatever order they arrived in.
+  for (const char* u : {"q", "e", "m", "a"}) REQUIRE(b.upsert(std::string("workload/") + u, workload(u, "10.2.0." + std::to_string(u[0]))));
+  s = b.build(&rej);
+  REQUIRE(s->workloads.size() == 6);
+  for (size_t i = 1; i < s->workloads.size(); ++i) CHECK(s->workloads[i - 1]->uid < s->workloads[i]->uid);
+  for (const auto& w : s->workloads) CHECK(s->workload_by_uid(w->uid) == w.get());
+  // An IPv6 workload is found by its address.
+  REQUIRE(b.upsert("workload/v6", workload("v6", "fd00::7")));
+  s = b.build(&rej);
+  CHECK(s->workload_by_ip(*warren::IpAddr::parse("fd00::7"))->uid == "v6");
+  CHECK(s->workload_by_ip(*warren::IpAddr::parse("fd00::8")) == nullptr);
+}
+
+TEST_CASE("builder keeps labels only for this node's workloads and interns shared strings", "[node][controller]") {
+  SnapshotBuilder b(*boot());
+  json local = workload("l", "10.1.0.1"), remote = workload("r", "10.1.0.2");
+  local["labels"] = remote["labels"] = {{"app", "shop"}, {"version", "v2"}};
+  local["annotations"] = {{"warren.io/exclude-outbound-ports", "5432"}};
+  remote["node"] = "n2";
+  REQUIRE(b.upsert("workload/l", local));
+  REQUIRE(b.upsert("workload/r", remote));
+  std::map<std::string, std::string> rej;
+  auto s = b.build(&rej);
+  const auto* l = s->workload_by_uid("l");
+  const auto* r = s->workload_by_uid("r");
+  REQUIRE(l);
+  REQUIRE(r);
+  CHECK(l->labels().at("app") == "shop");
+  CHECK(l->excluded_outbound_ports() == std::vector<uint16_t>{5432});
+  CHECK(r->labels().empty());
+  CHECK(r->annotations().empty());
+  CHECK(r->excluded_outbound_ports().empty());
+  // Telemetry names survive without the labels.
+  CHECK(r->canonical_name == "shop");
+  CHECK(r->canonical_revision == "v2");
+  // Same namespace and identity: one shared string.
+  CHECK(&l->namespace_.str() == &r->namespace_.str());
+  CHECK(&l->identity.str() == &r->identity.str());
+  CHECK(l->node != r->node);
 }

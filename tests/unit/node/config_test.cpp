@@ -82,7 +82,7 @@ TEST_CASE("config: a valid document fills the snapshot and its indexes") {
   REQUIRE(local.size() == 1);
   CHECK(local[0]->uid == "w1");
   REQUIRE(s.policies.size() == 1);
-  const auto& p = s.policies[0];
+  const auto& p = *s.policies[0];
   CHECK(p.dry_run);
   CHECK(p.has_selector);
   CHECK(p.action == config::PolicyAction::kAllow);
@@ -192,7 +192,7 @@ TEST_CASE("config: L7-only fields and condition keys are marked") {
   rule["when"].push_back({{"key", "connection.sni"}, {"notValues", {"a"}}});
   auto r = config::parse(d);
   REQUIRE(r.ok());
-  const auto& cr = (*r)->policies[0].rules[0];
+  const auto& cr = (*r)->policies[0]->rules[0];
   CHECK(cr.to[0].has_l7_only);
   CHECK(cr.from[0].has_l7_only);
   CHECK_FALSE(cr.when[0].l7_only);
@@ -206,7 +206,7 @@ TEST_CASE("config: targetRefs policies are waypoint-only") {
   d["policies"][0]["spec"]["targetRefs"] = json::array({{{"kind", "Gateway"}, {"group", "gateway.networking.k8s.io"}, {"name", "waypoint"}}});
   auto r = config::parse(d);
   REQUIRE(r.ok());
-  CHECK((*r)->policies[0].waypoint_only);
+  CHECK((*r)->policies[0]->waypoint_only);
 }
 
 TEST_CASE("config: load_file reads JSON and YAML, resolves cert paths, prefixes errors") {
@@ -251,9 +251,9 @@ peerAuthentications:
   auto y = config::load_file(ypath);
   REQUIRE(y.ok());
   CHECK((*y)->certificates.root_cert == "/etc/warren/root.pem");
-  CHECK((*y)->workloads[0]->labels.at("version") == "1");
-  CHECK((*y)->policies[0].action == config::PolicyAction::kDeny);
-  CHECK((*y)->policies[0].rules[0].to[0].ports == std::vector<uint16_t>{80, 81});
+  CHECK((*y)->workloads[0]->labels().at("version") == "1");
+  CHECK((*y)->policies[0]->action == config::PolicyAction::kDeny);
+  CHECK((*y)->policies[0]->rules[0].to[0].ports == std::vector<uint16_t>{80, 81});
   CHECK((*y)->peer_authentications[0].port_modes.at(8080) == config::PeerAuthMode::kDisable);
 
   std::string bad = dir + "/bad.yaml";
@@ -337,7 +337,7 @@ TEST_CASE("config: capture and namespaces and enrollment") {
   CHECK(snap.capture.mode == config::CaptureMode::kInPod);
   CHECK_FALSE(snap.capture.fast_path);
   CHECK(snap.capture.cni_socket == "/run/w/cni.sock");
-  CHECK(snap.workload_by_uid("w1")->excluded_outbound_ports == std::vector<uint16_t>{5432, 6379});
+  CHECK(snap.workload_by_uid("w1")->excluded_outbound_ports() == std::vector<uint16_t>{5432, 6379});
   CHECK(snap.enrolled(*snap.workload_by_uid("w1")));   // namespace label
   CHECK_FALSE(snap.enrolled(*snap.workload_by_uid("w2")));  // namespace not labelled (and NONE)
   CHECK_FALSE(snap.enrolled(*snap.workload_by_uid("w3")));  // pod opted out
@@ -345,7 +345,7 @@ TEST_CASE("config: capture and namespaces and enrollment") {
   auto back = config::parse(config::to_json(snap));
   REQUIRE(back.ok());
   CHECK((*back)->namespaces.size() == 2);
-  CHECK((*back)->workload_by_uid("w1")->excluded_outbound_ports.size() == 2);
+  CHECK((*back)->workload_by_uid("w1")->excluded_outbound_ports().size() == 2);
 
   auto bad = base();
   bad["capture"] = {{"mode", "ebpf"}, {"cgroup", "relative/dir"}, {"fastPath", "yes"}};

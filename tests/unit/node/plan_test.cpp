@@ -68,7 +68,7 @@ TEST_CASE("outbound: a service VIP maps the port and round-robins endpoints", "[
     REQUIRE(p.kind == Kind::kHbone);
     CHECK(p.authority.port == 8080);
     CHECK(p.svc->name == "echo");
-    seen.insert(p.dst->name);
+    seen.insert(p.dst->name.str());
   }
   CHECK(seen == std::set<std::string>{"echo-1", "echo-2"});
 }
