@@ -438,7 +438,7 @@ Rule Parser::rule(const json& j, const std::string& p) {
 
 AuthorizationPolicy Parser::policy(const json& j, const std::string& p) {
   AuthorizationPolicy ap;
-  ap.raw = j;
+  ap.raw = j.dump();
   if (!object(j, p, {"apiVersion", "kind", "metadata", "spec", "status"})) return ap;
   type_meta(j, p, "AuthorizationPolicy");
   metadata(j, p, ap.name, ap.namespace_, &ap.dry_run);
@@ -475,7 +475,7 @@ AuthorizationPolicy Parser::policy(const json& j, const std::string& p) {
 
 PeerAuthentication Parser::peer_auth(const json& j, const std::string& p) {
   PeerAuthentication pa;
-  pa.raw = j;
+  pa.raw = j.dump();
   if (!object(j, p, {"apiVersion", "kind", "metadata", "spec", "status"})) return pa;
   type_meta(j, p, "PeerAuthentication");
   metadata(j, p, pa.name, pa.namespace_, nullptr);
@@ -888,10 +888,10 @@ nlohmann::json to_json(const Snapshot& s) {
   }
   doc["services"] = ss;
   json ps = json::array();
-  for (const auto& p : s.policies) ps.push_back(p->raw);
+  for (const auto& p : s.policies) ps.push_back(json::parse(p->raw));
   doc["policies"] = ps;
   json pas = json::array();
-  for (const auto& p : s.peer_authentications) pas.push_back(p.raw);
+  for (const auto& p : s.peer_authentications) pas.push_back(json::parse(p.raw));
   doc["peerAuthentications"] = pas;
   doc["capture"] = {{"mode", s.capture.mode == CaptureMode::kInPod ? "inpod" : "none"},
                     {"cgroup", s.capture.cgroup},

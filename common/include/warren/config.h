@@ -243,7 +243,9 @@ struct AuthorizationPolicy {
   // targetRef(s) set: the policy binds to a waypoint/Service/Gateway and is
   // enforced there, never by the node proxy at L4.
   bool waypoint_only = false;
-  nlohmann::json raw;  // the object as given, for to_json (/config_dump)
+  // The object as given, as compact JSON text (a parsed tree is several
+  // times larger), for to_json (/config_dump).
+  std::string raw;
 };
 
 struct PeerAuthentication {
@@ -253,7 +255,9 @@ struct PeerAuthentication {
   bool has_selector = false;
   PeerAuthMode mode = PeerAuthMode::kUnset;
   std::map<uint16_t, PeerAuthMode> port_modes;  // portLevelMtls
-  nlohmann::json raw;  // the object as given, for to_json (/config_dump)
+  // The object as given, as compact JSON text (a parsed tree is several
+  // times larger), for to_json (/config_dump).
+  std::string raw;
 };
 
 struct Listeners {
