@@ -1,5 +1,7 @@
 #include "warren/tls_session.h"
 
+#include <algorithm>
+
 #include "warren/buffer_pool.h"
 
 #include <openssl/err.h>
@@ -33,6 +35,10 @@ std::string openssl_errors() {
 
 int Session::bio_write(BIO* b, const char* data, size_t len, size_t* written) {
   auto* self = static_cast<Session*>(BIO_get_data(b));
+  // A buffer from the pool on the first record after the last take_output():
+  // an idle connection holds none (a controller keeps thousands open).
+  if (self->out_.empty() && self->out_.capacity() < std::max<size_t>(len, 32768))
+    self->out_ = take_buffer(std::max<size_t>(len, 32768));
   self->out_.append(data, len);
   *written = len;
   return 1;
@@ -108,8 +114,8 @@ void Session::stash_input() {
 }
 
 std::string Session::take_output() {
-  std::string out = take_buffer(out_.size() < 32768 ? 32768 : out_.size());
-  out.swap(out_);
+  std::string out;
+  out.swap(out_);  // out_ is left without a buffer until the next record
   return out;
 }
 

@@ -41,7 +41,8 @@ class Session {
   void shutdown();
   // Ciphertext waiting to go to the socket.
   std::string& output() { return out_; }
-  // Hands the ciphertext over, leaving a fresh pooled buffer behind.
+  // Hands the ciphertext over; the session holds no buffer until it next
+  // writes (then one from the pool), so an idle connection costs none.
   std::string take_output();
   SSL* ssl() { return ssl_; }
   // The last OpenSSL error, formatted (empties the error queue).

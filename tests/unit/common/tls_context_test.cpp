@@ -1,5 +1,6 @@
 // Real TLS handshakes between two in-memory SSL objects joined by a BIO pair.
 #include "warren/tls_context.h"
+#include "warren/tls_session.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -340,4 +341,40 @@ TEST_CASE("HBONE TLS: context construction errors", "[tls]") {
   SslPtr ssl(SSL_new(cctx->get()));
   CHECK_FALSE(peer_spiffe_id(ssl.get()).ok());
   CHECK_FALSE(check_peer_identity(ssl.get(), kServerId));
+}
+
+TEST_CASE("HBONE TLS: an idle session holds no record or output buffers", "[tls]") {
+  Pki pki;
+  Identity cid = new_identity(pki.ca, kClientId), sid = new_identity(pki.ca, kServerId);
+  auto sctx = server_ctx(sid, pki.roots());
+  auto cctx = client_ctx(cid, pki.roots());
+  CHECK((SSL_CTX_get_mode(sctx.get()) & SSL_MODE_RELEASE_BUFFERS) != 0);
+  CHECK((SSL_CTX_get_mode(cctx.get()) & SSL_MODE_RELEASE_BUFFERS) != 0);
+  warren::tls::Session c(cctx.get(), false), s(sctx.get(), true);
+  auto move = [](warren::tls::Session& from, warren::tls::Session& to) {
+    std::string out = from.take_output();
+    if (!out.empty()) to.feed(out.data(), out.size());
+  };
+  for (int i = 0; i < 20 && !(c.handshake_done() && s.handshake_done()); ++i) {
+    c.handshake();
+    move(c, s);
+    s.handshake();
+    move(s, c);
+  }
+  REQUIRE(c.handshake_done());
+  REQUIRE(s.handshake_done());
+  // 1 MiB through: the output grows as needed while data flows ...
+  std::string big(1 << 20, 'x');
+  REQUIRE(c.write(big.data(), big.size()));
+  CHECK(c.output().size() > big.size());
+  move(c, s);
+  // ... and once handed over the session keeps no buffer behind.
+  CHECK(c.output().capacity() < 1024);
+  std::string got;
+  char buf[16384];
+  size_t n = 0;
+  while (s.read(buf, sizeof buf, &n) == warren::tls::Status::kOk && n > 0) got.append(buf, n);
+  CHECK(got == big);
+  s.take_output();  // any post-handshake messages
+  CHECK(s.output().capacity() < 1024);
 }
