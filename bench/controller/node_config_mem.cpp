@@ -127,5 +127,23 @@ int main(int argc, char** argv) {
               ms(t1 - t0));
   std::printf("snapshot + indexes: %.1f MB more, %.0f ms\n", (h2 - h1) / 1e6, ms(t2 - t1));
   std::printf("total: %.1f MB (%.0f B/workload)\n", (h2 - h0) / 1e6, (h2 - h0) / double(n));
+  // One-workload deltas, as warren-node applies them: a content change (the
+  // index is shared), an add and a remove (the index is rebuilt).
+  auto one = [&](const char* what, auto&& change) {
+    auto t = Clock::now();
+    change();
+    auto next = b.build(&rejected);
+    std::printf("delta (%s): %.1f ms\n", what, ms(Clock::now() - t));
+    snap = next;
+  };
+  json extra = {{"uid", "extra"}, {"name", "extra"}, {"namespace", "ns-0"}, {"node", "node-1"},
+                {"ips", json::array({"10.255.255.254"})}};
+  one("label change", [&] {
+    json w = {{"uid", uid_of(7)}, {"name", "svc-7-x"}, {"namespace", "ns-7"}, {"node", "node-7"},
+              {"ips", json::array({"10.0.0.7"})}, {"labels", {{"rev", "2"}}}};
+    (void)b.upsert("workload/" + uid_of(7), w);
+  });
+  one("add", [&] { (void)b.upsert("workload/extra", extra); });
+  one("remove", [&] { b.remove("workload/extra"); });
   return 0;
 }

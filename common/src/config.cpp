@@ -714,7 +714,7 @@ const std::vector<uint16_t>& Workload::excluded_outbound_ports() const {
   return meta ? meta->excluded_outbound_ports : kNoPorts;
 }
 
-void Snapshot::index_workloads() {
+void Snapshot::index_workloads(bool uid_sorted) {
   auto idx = std::make_shared<WorkloadIndex>();
   idx->by_uid.reserve(workloads.size());
   idx->by_v4.reserve(workloads.size());
@@ -726,8 +726,9 @@ void Snapshot::index_workloads() {
       else idx->by_v6.emplace_back(ip, i);
     }
   }
-  std::sort(idx->by_uid.begin(), idx->by_uid.end(),
-            [&](uint32_t a, uint32_t b) { return workloads[a]->uid < workloads[b]->uid; });
+  if (!uid_sorted)
+    std::sort(idx->by_uid.begin(), idx->by_uid.end(),
+              [&](uint32_t a, uint32_t b) { return workloads[a]->uid < workloads[b]->uid; });
   std::sort(idx->by_v4.begin(), idx->by_v4.end());
   std::sort(idx->by_v6.begin(), idx->by_v6.end());
   idx->by_v4.shrink_to_fit();
@@ -1119,7 +1120,7 @@ SnapshotPtr SnapshotBuilder::build(std::map<std::string, std::string>* rejected)
     // workload (in uid order). Clashes are rare: found by sorting, then
     // settled one workload at a time.
     s->workloads = staged_;
-    s->index_workloads();
+    s->index_workloads(true);
     const auto& x = *s->windex_;
     bool clash = false;
     for (size_t i = 1; !clash && i < x.by_v4.size(); ++i) clash = x.by_v4[i].first == x.by_v4[i - 1].first;
@@ -1146,7 +1147,7 @@ SnapshotPtr SnapshotBuilder::build(std::map<std::string, std::string>* rejected)
         accepted.push_back(w);
       }
       s->workloads = std::move(accepted);
-      s->index_workloads();
+      s->index_workloads(true);
     }
   }
   keys_changed_ = false;

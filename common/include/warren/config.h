@@ -355,8 +355,10 @@ struct Snapshot {
     std::unordered_map<std::string, size_t> by_host;
   };
   std::shared_ptr<const ServiceIndex> sindex_ = std::make_shared<const ServiceIndex>();
-  // Builds windex_ from `workloads` (uids and IPs assumed unique).
-  void index_workloads();
+  // Builds windex_ from `workloads` (uids and IPs assumed unique);
+  // `uid_sorted`: workloads are in uid order already (the builder's), so the
+  // uid index needs no sort.
+  void index_workloads(bool uid_sorted = false);
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
