@@ -129,11 +129,14 @@ namespace {
 Fd socket_from(const std::string& cgroup, int ns_fd, int type, int family) {
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) != 0) throw std::runtime_error("socketpair");
+  // Only async-signal-safe calls in the child (no allocation): the path is
+  // made before fork().
+  std::string procs = cgroup.empty() ? std::string() : cgroup + "/cgroup.procs";
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork");
   if (pid == 0) {
-    if (!cgroup.empty()) {
-      int cf = ::open((cgroup + "/cgroup.procs").c_str(), O_WRONLY);
+    if (!procs.empty()) {
+      int cf = ::open(procs.c_str(), O_WRONLY);
       if (cf < 0 || ::write(cf, "0", 1) != 1) child_fail(2);
       ::close(cf);
     }

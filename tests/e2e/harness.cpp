@@ -87,8 +87,12 @@ static std::vector<char*> cargv(std::vector<std::string>& argv) {
   return v;
 }
 
+// The child of fork() in a threaded process may only make async-signal-safe
+// calls until it execs: another thread may hold the allocator's lock (under
+// ASan the child then spins for ever). Everything is prepared before fork().
 CmdResult run(const std::vector<std::string>& argv_in, const std::string& input) {
   std::vector<std::string> argv = argv_in;
+  auto v = cargv(argv);
   int out[2], in[2];
   if (pipe(out) != 0 || pipe(in) != 0) throw std::runtime_error("pipe");
   pid_t pid = fork();
@@ -99,7 +103,6 @@ CmdResult run(const std::vector<std::string>& argv_in, const std::string& input)
     close(in[1]);
     close(out[0]);
     ::signal(SIGPIPE, SIG_DFL);
-    auto v = cargv(argv);
     execv(v[0], v.data());
     _exit(127);
   }
@@ -135,6 +138,7 @@ Process::Process(std::vector<std::string> argv, std::string log_path)
   int logfd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (logfd < 0) throw std::runtime_error("open " + log_path_);
   pid_t parent = getpid();
+  auto v = cargv(argv);  // before fork(): see run()
   pid_ = fork();
   if (pid_ == 0) {
     // If the test process dies without running destructors (a signal, a
@@ -146,7 +150,6 @@ Process::Process(std::vector<std::string> argv, std::string log_path)
     int devnull = ::open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     ::signal(SIGPIPE, SIG_DFL);
-    auto v = cargv(argv);
     execv(v[0], v.data());
     _exit(127);
   }
