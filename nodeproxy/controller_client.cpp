@@ -366,18 +366,25 @@ void ControllerClient::handle_streamed(const std::string& msg) {
   deliver(std::move(u), j, epoch, version);
 }
 
-void ControllerClient::deliver(Update&& u, nlohmann::json& msg, const std::string& epoch, uint64_t version) {
-  if (msg.contains("removes") && msg["removes"].is_array())
-    for (const auto& id : msg["removes"])
-      if (id.is_string()) u.removes.push_back(id.get<std::string>());
-  msg = nlohmann::json();  // free the message before the node builds its snapshot
-  auto rejected = update_(std::move(u));
+// The message is applied (all of it, or all but `rejected`): the node is now
+// at this version; the controller hears ack or nack.
+void ControllerClient::answer(const std::string& epoch, uint64_t version,
+                              const std::map<std::string, std::string>& rejected) {
   epoch_ = epoch;
   version_ = version;
   if (rejected.empty())
     send({{"type", "ack"}, {"version", version}});
   else
     send({{"type", "nack"}, {"version", version}, {"rejected", rejected}});
+}
+
+void ControllerClient::deliver(Update&& u, nlohmann::json& msg, const std::string& epoch, uint64_t version) {
+  if (msg.contains("removes") && msg["removes"].is_array())
+    for (const auto& id : msg["removes"])
+      if (id.is_string()) u.removes.push_back(id.get<std::string>());
+  msg = nlohmann::json();  // free the message before the node builds its snapshot
+  auto rejected = update_(std::move(u));
+  answer(epoch, version, rejected);
 }
 
 void ControllerClient::handle(const std::string& msg) {
@@ -454,12 +461,7 @@ void ControllerClient::handle(const std::string& msg) {
       candidate.erase(id);
   }
   accepted_ = std::move(candidate);
-  epoch_ = epoch;
-  version_ = version;
-  if (rejected.empty())
-    send({{"type", "ack"}, {"version", version}});
-  else
-    send({{"type", "nack"}, {"version", version}, {"rejected", rejected}});
+  answer(epoch, version, rejected);
 }
 
 void ControllerClient::request_certificate(const std::string& spiffe_id, const std::string& csr_pem,

@@ -130,6 +130,7 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   void handle_streamed(const std::string& msg);
   // Removes from `msg`, then the UpdateFn, then the ack or nack.
   void deliver(Update&& u, nlohmann::json& msg, const std::string& epoch, uint64_t version);
+  void answer(const std::string& epoch, uint64_t version, const std::map<std::string, std::string>& rejected);
   tls::SslCtxPtr ctx_;
   std::unique_ptr<h2::H2Conn> conn_;
   std::string token_;

@@ -1010,19 +1010,18 @@ void SnapshotBuilder::merge_pending() const {
   pending_.resize(out);
   auto by_uid = [](const WorkloadPtr& w, std::string_view uid) { return w->uid < uid; };
   // Only replacements of present workloads: in place.
-  bool in_place = true;
+  std::vector<size_t> at;
+  at.reserve(pending_.size());
   for (const auto& p : pending_) {
     auto it = std::lower_bound(staged_.begin(), staged_.end(), key(p), by_uid);
-    if (!p.w || it == staged_.end() || (*it)->uid != key(p)) {
-      in_place = false;
-      break;
-    }
+    if (!p.w || it == staged_.end() || (*it)->uid != key(p)) break;
+    at.push_back(static_cast<size_t>(it - staged_.begin()));
   }
-  if (in_place) {
-    for (auto& p : pending_) {
-      auto it = std::lower_bound(staged_.begin(), staged_.end(), key(p), by_uid);
-      if ((*it)->ips != p.w->ips) keys_changed_ = true;
-      *it = std::move(p.w);
+  if (at.size() == pending_.size()) {
+    for (size_t k = 0; k < at.size(); ++k) {
+      WorkloadPtr& slot = staged_[at[k]];
+      if (slot->ips != pending_[k].w->ips) keys_changed_ = true;
+      slot = std::move(pending_[k].w);
     }
   } else {
     std::vector<WorkloadPtr> merged;
