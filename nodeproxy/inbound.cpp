@@ -238,7 +238,7 @@ Result<void> Inbound::sync_listeners(const config::Snapshot& snap) {
     for (auto& [ip, fd] : inpod->hbone_targets()) want[SockAddr{ip, snap.listeners.hbone_port}] = fd;
   } else {
     for (const auto* w : snap.local_workloads())
-      if (w->protocol == config::Protocol::kHbone)
+      if (w->protocol == config::Protocol::kHbone && w->gateway.empty())  // waypoints serve their own
         for (auto& ip : w->ips) want[SockAddr{ip, snap.listeners.hbone_port}] = -1;
   }
   for (auto it = listeners_.begin(); it != listeners_.end();) {

@@ -18,10 +18,34 @@
 
 namespace warren::node {
 
+namespace {
+// The pool dials from the source pod's netns (marked, so capture ignores it).
+class NodePoolEnv : public hbone::PoolEnv {
+ public:
+  explicit NodePoolEnv(Node& n) : n_(n) {}
+  uv_loop_t* loop() override { return n_.loop(); }
+  Result<SSL_CTX*> client_ctx(const std::string& identity) override { return n_.client_ctx(identity); }
+  net::DialOptions dial_options(const IpAddr& src) override {
+    net::DialOptions d;
+    d.bind_src = src;
+    d.netns_fd = n_.netns_for(src);
+    if (d.netns_fd >= 0) d.mark = kMeshMark;
+    return d;
+  }
+  uint32_t connect_timeout_ms() const override { return n_.options().connect_timeout_ms; }
+
+ private:
+  Node& n_;
+};
+}  // namespace
+
 Node::Node(uv_loop_t* loop, NodeOptions opts) : loop_(loop), opts_(std::move(opts)) {
   node_metrics_ = std::make_unique<NodeMetrics>(registry_);
   access_log_ = std::make_unique<log::AccessLog>(opts_.access_log);
-  pool_ = std::make_unique<Pool>(*this);
+  pool_env_ = std::make_unique<NodePoolEnv>(*this);
+  auto& nm = *node_metrics_;
+  pool_ = std::make_unique<Pool>(*pool_env_, hbone::PoolMetrics{nm.pool_connects, nm.pool_reuses,
+                                                                 nm.pool_connections, nm.pool_streams});
   inbound_ = std::make_unique<Inbound>(*this);
   socks_ = std::make_unique<SocksEntry>(*this);
 }

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "node_metrics.h"
+#include "pool.h"
 #include "warren/certs.h"
 #include "warren/log.h"
 #include "warren/metrics.h"
@@ -24,7 +25,6 @@ class Server;
 
 namespace warren::node {
 
-class Pool;
 class Inbound;
 class SocksEntry;
 class InPod;
@@ -103,6 +103,7 @@ class Node {
   metrics::Registry registry_;
   std::unique_ptr<NodeMetrics> node_metrics_;
   std::unique_ptr<log::AccessLog> access_log_;
+  std::unique_ptr<hbone::PoolEnv> pool_env_;
   std::unique_ptr<Pool> pool_;
   std::unique_ptr<Inbound> inbound_;
   std::unique_ptr<SocksEntry> socks_;

@@ -59,7 +59,12 @@ OutboundPlan plan_outbound(const config::Snapshot& snap, const IpAddr& client_ip
     if (!svc) return reject("unknown host \"" + target.host + "\" (only mesh service names resolve)", 4);
   }
 
-  if (svc) {
+  std::string_view waypoint, waypoint_ns;
+  if (svc && !svc->waypoint.empty()) {
+    waypoint = svc->waypoint;
+    waypoint_ns = svc->namespace_;
+  }
+  if (svc && waypoint.empty()) {
     const config::ServicePort* sp = nullptr;
     for (auto& p : svc->ports)
       if (p.port == port) sp = &p;
@@ -71,12 +76,51 @@ OutboundPlan plan_outbound(const config::Snapshot& snap, const IpAddr& client_ip
     dst = pick_endpoint(snap, *svc, v4, rr);
     if (!dst)
       return reject("service " + svc->namespace_ + "/" + svc->name + " has no endpoints", 4);
+  } else if (svc) {
+    bool has_port = false;
+    for (auto& sp : svc->ports) has_port |= sp.port == port;
+    if (!has_port)
+      return reject("service " + svc->namespace_ + "/" + svc->name + " has no port " + std::to_string(port), 5);
+  }
+  if (dst && waypoint.empty() && !dst->waypoint.empty()) {
+    waypoint = dst->waypoint.str();
+    waypoint_ns = dst->namespace_.str();
   }
 
   OutboundPlan p;
   p.src = src;
   p.svc = svc;
   p.dst = dst;
+  // A destination behind a waypoint goes to the waypoint, the :authority
+  // still naming what the client asked for (the service VIP or the pod), so
+  // the waypoint can route. A waypoint's own traffic never loops back.
+  if (!waypoint.empty() && src->gateway.empty()) {
+    auto pods = snap.waypoint_pods(waypoint_ns, waypoint);
+    std::vector<const config::Workload*> ok;
+    for (const auto* w : pods)
+      if (w->protocol == config::Protocol::kHbone && ip_of_family(*w, v4)) ok.push_back(w);
+    if (ok.empty())
+      return reject("waypoint " + std::string(waypoint_ns) + "/" + std::string(waypoint) +
+                        " has no pods",
+                    4);
+    const config::Workload* wp = ok[rr % ok.size()];
+    p.kind = OutboundPlan::Kind::kHbone;
+    p.dst = wp;
+    p.waypoint = true;
+    p.connect_to = SockAddr{*ip_of_family(*wp, v4), snap.listeners.hbone_port};
+    if (svc) {
+      const IpAddr* vip = nullptr;
+      if (target.addr) vip = &target.addr->ip;
+      else
+        for (auto& ip : svc->vips)
+          if (ip.is_v4() == v4 && !vip) vip = &ip;
+      if (!vip) return reject("service " + svc->namespace_ + "/" + svc->name + " has no VIP", 4);
+      p.authority = SockAddr{*vip, target.port};
+    } else {
+      p.authority = SockAddr{*ip_of_family(*dst, v4), port};
+    }
+    return p;
+  }
   if (!dst) {
     // Not in the mesh at all: plain TCP to where the client asked.
     p.kind = OutboundPlan::Kind::kPassthrough;

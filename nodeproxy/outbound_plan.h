@@ -27,6 +27,9 @@ struct OutboundPlan {
   const config::Service* svc = nullptr;    // when the target was a service
   SockAddr connect_to;   // passthrough: the target; HBONE: <dst workload ip>:15008
   SockAddr authority;    // HBONE: <dst workload ip>:<target port> (the CONNECT :authority)
+  // The destination is behind a waypoint: dst is the waypoint's pod and
+  // authority what the client asked for (service VIP:port or pod IP:port).
+  bool waypoint = false;
 };
 
 // `rr` picks among a service's endpoints (round robin when the caller increments it).

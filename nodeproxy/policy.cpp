@@ -200,7 +200,7 @@ Decision authorize(const Snapshot& snap, const Workload& dst, const ConnFacts& f
     const AuthorizationPolicy& p = *pp;
     if (!enforced(p, PolicyAction::kAllow)) continue;
     any_allow = true;
-    if (policy_matches(p, peer, facts)) return {true, id_of(p)};
+    if (policy_matches(p, peer, facts)) return {true, id_of(p), true};
   }
   if (!any_allow) return {true, "no ALLOW policy applies"};
   return {false, "no ALLOW policy matched"};
@@ -233,7 +233,13 @@ Decision check_inbound(const Snapshot& snap, const Workload& dst, const ConnFact
   bool plaintext = !facts.src_identity || facts.src_identity->empty();
   if (plaintext && peer_auth_mode(snap, dst, facts.dst_port) == config::PeerAuthMode::kStrict)
     return {false, "STRICT mTLS: plaintext refused"};
-  return authorize(snap, dst, facts);
+  Decision d = authorize(snap, dst, facts);
+  if (!d.allow || dst.waypoint.empty() || d.explicit_allow) return d;
+  if (!plaintext)
+    for (const auto* wp : snap.waypoint_pods(dst.namespace_, dst.waypoint))
+      if (wp->identity == *facts.src_identity) return d;
+  return {false, "workload is behind waypoint " + dst.namespace_.str() + "/" +
+                     dst.waypoint.str() + ": only the waypoint may connect"};
 }
 
 }  // namespace warren::policy

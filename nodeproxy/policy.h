@@ -22,6 +22,8 @@ struct Decision {
   // "<namespace>/<name>" of the deciding policy, or a fixed reason like
   // "no ALLOW policy matched" / "STRICT mTLS: plaintext refused".
   std::string reason;
+  // An ALLOW policy matched (not merely "no ALLOW policy applies").
+  bool explicit_allow = false;
 };
 
 // Authorization only (DENY first, then ALLOW; deny when ALLOW policies apply and
@@ -37,7 +39,9 @@ Decision authorize(const config::Snapshot& snap, const config::Workload& dst,
 config::PeerAuthMode peer_auth_mode(const config::Snapshot& snap, const config::Workload& dst,
                                     uint16_t port);
 
-// Both checks together, as the inbound path applies them.
+// Both checks together, as the inbound path applies them. A workload behind
+// a waypoint (Workload::waypoint) accepts only its waypoint's pods, unless an
+// ALLOW policy explicitly matches the connection (DESIGN.md §7, issue 5).
 Decision check_inbound(const config::Snapshot& snap, const config::Workload& dst,
                        const ConnFacts& facts);
 

@@ -1,89 +1,10 @@
-// Outbound HBONE connections, pooled per {source identity, destination
-// identity, destination address, source IP}; at most min(100, peer's
-// MAX_CONCURRENT_STREAMS) CONNECT streams each; idle ones close after 5 min;
-// HTTP/2 PING keepalive every 10 s with a 20 s deadline.
+// warren-node's outbound HBONE pool: common/include/warren/hbone_pool.h, dialled
+// from the source pod's netns (Node is its PoolEnv).
 #pragma once
 
-#include <functional>
-#include <list>
-#include <map>
-#include <memory>
-#include <string>
-#include <tuple>
-#include <unordered_map>
-#include <vector>
-
-#include "h2_conn.h"
-#include "warren/defer.h"
-#include "warren/ip.h"
+#include "warren/hbone_pool.h"
 
 namespace warren::node {
-
-class Node;
-
-struct PoolKey {
-  std::string src_identity;
-  std::string dst_identity;
-  SockAddr dst;
-  IpAddr src_ip;
-  bool operator<(const PoolKey& o) const {
-    return std::tie(src_identity, dst_identity, dst, src_ip) <
-           std::tie(o.src_identity, o.dst_identity, o.dst, o.src_ip);
-  }
-};
-
-class Pool : public H2Conn::Owner {
- public:
-  static constexpr uint32_t kMaxStreams = 100;
-  static constexpr uint64_t kIdleMs = 5 * 60 * 1000;
-  static constexpr uint64_t kPingEveryMs = 10 * 1000;
-  static constexpr uint64_t kPingTimeoutMs = 20 * 1000;
-
-  using OpenFn = std::function<void(H2Conn* conn, int32_t sid)>;
-  using FailFn = std::function<void(const std::string& why)>;
-
-  explicit Pool(Node& node);
-  ~Pool() override;
-  // Opens a CONNECT stream with `headers` for `handler`; calls `opened` once the
-  // stream exists (the response comes to handler->on_headers), or `failed` if no
-  // connection could be made. Returns a ticket usable with cancel().
-  uint64_t open(const PoolKey& key, Headers headers, StreamHandler* handler, OpenFn opened,
-                FailFn failed);
-  // Forget a waiter that has not been opened yet (its client went away).
-  void cancel(uint64_t ticket);
-  void close_all();
-  void stop_timer() { tick_.stop(); }
-  size_t connections() const { return conns_.size(); }
-
-  // H2Conn::Owner
-  void on_ready(H2Conn* c) override;
-  void on_conn_close(H2Conn* c, const std::string& reason) override;
-  void on_stream_count(H2Conn* c) override;
-
- private:
-  struct Waiter {
-    uint64_t ticket;
-    Headers headers;
-    StreamHandler* handler;
-    OpenFn opened;
-    FailFn failed;
-  };
-  struct Entry {
-    PoolKey key;
-    std::unique_ptr<H2Conn> conn;
-    std::vector<Waiter> waiters;
-    uint64_t idle_since = 0;
-    uint64_t ping_sent = 0;
-  };
-  Entry* find_slot(const PoolKey& key);
-  void tick();
-  void update_gauges();
-
-  Node& node_;
-  std::map<H2Conn*, Entry> conns_;
-  std::multimap<PoolKey, H2Conn*> by_key_;
-  Timer tick_;
-  uint64_t next_ticket_ = 1;
-};
-
+using hbone::Pool;
+using hbone::PoolKey;
 }  // namespace warren::node

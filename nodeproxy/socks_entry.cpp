@@ -222,7 +222,7 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
   // connects for {this pod, this destination} skip the proxy (DESIGN.md §5 b).
   void maybe_fast_path() {
     InPod* ip = node_.inpod();
-    if (!ip || !target_.addr || !plan_.dst) return;
+    if (!ip || !target_.addr || !plan_.dst || plan_.waypoint) return;  // the waypoint must see it
     if (!plan_.dst->node.empty() && plan_.dst->node != node_.snapshot()->node_name) return;
     if (target_.addr->ip != plan_.authority.ip) return;  // a VIP: not routable without us
     ip->allow_direct(cookie_, src_ip_, *target_.addr);

@@ -276,7 +276,7 @@ class Parser {
 Workload Parser::workload(const json& j, const std::string& p) {
   Workload w;
   if (!object(j, p, {"uid", "name", "namespace", "serviceAccount", "node", "ips", "protocol",
-                     "labels", "waypoint", "annotations"}))
+                     "labels", "waypoint", "gateway", "annotations"}))
     return w;
   w.uid = str(j, p, "uid", true);
   w.name = str(j, p, "name", true);
@@ -293,6 +293,9 @@ Workload Parser::workload(const json& j, const std::string& p) {
   WorkloadMeta meta;
   meta.labels = labels(j, p, "labels");
   w.waypoint = str(j, p, "waypoint", false);
+  w.gateway = str(j, p, "gateway", false);
+  if (!w.gateway.empty() && !k8s_name(w.gateway))
+    err(sub(p, "gateway"), "\"" + w.gateway.str() + "\" is not a valid Gateway name");
   meta.annotations = labels(j, p, "annotations");
   w.canonical_name = w.name.view();
   for (const char* k : {"app", "app.kubernetes.io/name", "service.istio.io/canonical-name"})
@@ -323,7 +326,7 @@ Workload Parser::workload(const json& j, const std::string& p) {
 
 Service Parser::service(const json& j, const std::string& p) {
   Service s;
-  if (!object(j, p, {"name", "namespace", "hostname", "vips", "ports", "endpoints"})) return s;
+  if (!object(j, p, {"name", "namespace", "hostname", "vips", "ports", "endpoints", "waypoint"})) return s;
   s.name = str(j, p, "name", true);
   s.namespace_ = str(j, p, "namespace", true);
   s.hostname = str(j, p, "hostname", false, s.name + "." + s.namespace_ + ".svc.cluster.local");
@@ -349,6 +352,9 @@ Service Parser::service(const json& j, const std::string& p) {
     s.endpoints.reserve(eps.size(), bytes);
     for (const auto& e : eps) s.endpoints.push_back(e);
   }
+  s.waypoint = str(j, p, "waypoint", false);
+  if (!s.waypoint.empty() && !k8s_name(s.waypoint))
+    err(sub(p, "waypoint"), "\"" + s.waypoint + "\" is not a valid Gateway name");
   return s;
 }
 
@@ -691,6 +697,7 @@ Workload::Workload(const Workload& o)
       service_account(o.service_account),
       node(o.node),
       waypoint(o.waypoint),
+      gateway(o.gateway),
       identity(o.identity),
       canonical_name(o.canonical_name),
       canonical_revision(o.canonical_revision),
@@ -721,6 +728,7 @@ void Snapshot::index_workloads(bool uid_sorted) {
   for (uint32_t i = 0; i < workloads.size(); ++i) {
     const Workload& w = *workloads[i];
     if (!w.uid.empty()) idx->by_uid.push_back(i);
+    if (!w.gateway.empty()) idx->waypoints.push_back(i);
     for (const auto& ip : w.ips) {
       if (ip.is_v4()) idx->by_v4.emplace_back(v4_host(ip), i);
       else idx->by_v6.emplace_back(ip, i);
@@ -746,6 +754,15 @@ const Workload* Snapshot::workload_by_ip(const IpAddr& ip) const {
   auto it = std::lower_bound(x.by_v6.begin(), x.by_v6.end(), ip,
                              [](const std::pair<IpAddr, uint32_t>& e, const IpAddr& v) { return e.first < v; });
   return it != x.by_v6.end() && it->first == ip ? workloads[it->second].get() : nullptr;
+}
+
+std::vector<const Workload*> Snapshot::waypoint_pods(std::string_view ns, std::string_view gateway) const {
+  std::vector<const Workload*> out;
+  for (uint32_t pos : windex_->waypoints) {
+    const Workload* w = workloads[pos].get();
+    if (w->namespace_ == ns && w->gateway == gateway) out.push_back(w);
+  }
+  return out;
 }
 
 const Workload* Snapshot::workload_by_uid(std::string_view uid) const {
@@ -796,6 +813,7 @@ std::optional<std::pair<std::string, uint16_t>> parse_host_port(std::string_view
 
 bool Snapshot::enrolled(const Workload& w) const {
   if (w.protocol != Protocol::kHbone) return false;
+  if (!w.gateway.empty()) return false;  // a waypoint pod serves HBONE itself
   const auto& wl = w.labels();
   auto pl = wl.find(kDataplaneModeLabel);
   if (pl != wl.end()) {
@@ -871,6 +889,7 @@ nlohmann::json to_json(const Snapshot& s) {
                   {"protocol", w.protocol == Protocol::kHbone ? "HBONE" : "NONE"},
                   {"labels", w.labels().empty() ? json::object() : json(w.labels())},
                   {"waypoint", w.waypoint},
+                  {"gateway", w.gateway},
                   {"annotations", w.annotations().empty() ? json::object() : json(w.annotations())}});
   }
   doc["workloads"] = ws;
@@ -885,7 +904,8 @@ nlohmann::json to_json(const Snapshot& s) {
       ports.push_back(jp);
     }
     ss.push_back({{"name", sv.name}, {"namespace", sv.namespace_}, {"hostname", sv.hostname},
-                  {"vips", ips(sv.vips)}, {"ports", ports}, {"endpoints", std::vector<std::string_view>(sv.endpoints.begin(), sv.endpoints.end())}});
+                  {"vips", ips(sv.vips)}, {"ports", ports}, {"endpoints", std::vector<std::string_view>(sv.endpoints.begin(), sv.endpoints.end())},
+                  {"waypoint", sv.waypoint}});
   }
   doc["services"] = ss;
   json ps = json::array();
@@ -1020,7 +1040,7 @@ void SnapshotBuilder::merge_pending() const {
   if (at.size() == pending_.size()) {
     for (size_t k = 0; k < at.size(); ++k) {
       WorkloadPtr& slot = staged_[at[k]];
-      if (slot->ips != pending_[k].w->ips) keys_changed_ = true;
+      if (slot->ips != pending_[k].w->ips || slot->gateway != pending_[k].w->gateway) keys_changed_ = true;
       slot = std::move(pending_[k].w);
     }
   } else {
@@ -1036,7 +1056,7 @@ void SnapshotBuilder::merge_pending() const {
         keys_changed_ = true;
         ++i;
       } else if (present) {
-        if (staged_[i]->ips != p.w->ips) keys_changed_ = true;
+        if (staged_[i]->ips != p.w->ips || staged_[i]->gateway != p.w->gateway) keys_changed_ = true;
         merged.push_back(std::move(p.w));
         ++i;
       } else if (p.w) {

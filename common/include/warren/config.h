@@ -99,7 +99,12 @@ struct Workload {
   Name namespace_;
   Name service_account = "default";
   Name node;
-  Name waypoint;  // gateway name, empty if none (issue 5)
+  // The waypoint (a Gateway of class warren-waypoint in this workload's
+  // namespace) traffic to this workload goes through; empty: none.
+  Name waypoint;
+  // Set on a waypoint's own pod: the Gateway it implements. Such a pod
+  // serves HBONE itself (never captured, no node listener).
+  Name gateway;
   // spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
   Name identity;
   // Istio's canonical service and revision (telemetry labels), from
@@ -197,6 +202,7 @@ struct Service {
   std::vector<IpAddr> vips;
   std::vector<ServicePort> ports;
   StringList endpoints;  // workload uids
+  std::string waypoint;  // Gateway (same namespace) that fronts the service; empty: none
 };
 
 // AuthorizationPolicy, Istio's shape (security.istio.io/v1), kept as parsed
@@ -331,6 +337,8 @@ struct Snapshot {
   // A service VIP and port; nullptr when none.
   const Service* service_by_vip(const IpAddr& ip) const;
   const Service* service_by_hostname(const std::string& host) const;
+  // The pods of waypoint `gateway` in namespace `ns`.
+  std::vector<const Workload*> waypoint_pods(std::string_view ns, std::string_view gateway) const;
   // Workloads of this node (node == node_name).
   std::vector<const Workload*> local_workloads() const;
   // Whether capture applies to a workload: its namespace is labelled
@@ -346,6 +354,7 @@ struct Snapshot {
     std::vector<uint32_t> by_uid;                      // empty uids left out
     std::vector<std::pair<uint32_t, uint32_t>> by_v4;  // (address, host order; position)
     std::vector<std::pair<IpAddr, uint32_t>> by_v6;
+    std::vector<uint32_t> waypoints;  // workloads with a gateway (waypoint pods)
   };
   std::shared_ptr<const WorkloadIndex> windex_ = std::make_shared<const WorkloadIndex>();
   // Service indexes (positions in `services`), shared like the workload one

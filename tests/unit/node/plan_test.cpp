@@ -194,3 +194,68 @@ TEST_CASE("inbound: policy denies with 401 and names the policy", "[plan]") {
   CHECK(d.status == 401);
   CHECK(d.reason == "shop/deny-sleep");
 }
+
+namespace {
+// The snapshot above with a waypoint "wp" in namespace shop: its pod on
+// node-b, service echo and workload echo-1 behind it.
+config::SnapshotPtr waypoint_snap(const std::string& policies = "[]", bool with_pod = true) {
+  auto doc = config::to_json(*snap(policies));
+  if (with_pod)
+    doc["workloads"].push_back({{"uid", "wp-1"}, {"name", "wp"}, {"namespace", "shop"},
+                                {"serviceAccount", "wp"}, {"node", "node-b"},
+                                {"ips", {"127.0.40.1"}}, {"gateway", "wp"}});
+  for (auto& s : doc["services"])
+    if (s["name"] == "echo") s["waypoint"] = "wp";
+  for (auto& w : doc["workloads"])
+    if (w["uid"] == "e1") w["waypoint"] = "wp";
+  auto r = config::parse(doc);
+  if (!r.ok()) FAIL(r.error().message);
+  return r.value();
+}
+}  // namespace
+
+TEST_CASE("outbound: a destination behind a waypoint goes to the waypoint with the original authority", "[plan]") {
+  auto s = waypoint_snap();
+  auto p = plan_outbound(*s, client(), ipport("10.96.0.10:80"), 0);
+  REQUIRE(p.kind == Kind::kHbone);
+  CHECK(p.waypoint);
+  CHECK(p.dst->name == "wp");
+  CHECK(p.connect_to.to_string() == "127.0.40.1:15008");
+  CHECK(p.authority.to_string() == "10.96.0.10:80");  // the VIP and service port, not an endpoint
+  CHECK(p.svc->name == "echo");
+  // A pod behind the waypoint, addressed directly: the pod IP is the authority.
+  p = plan_outbound(*s, client(), ipport("127.0.20.1:8080"), 0);
+  REQUIRE(p.kind == Kind::kHbone);
+  CHECK(p.waypoint);
+  CHECK(p.authority.to_string() == "127.0.20.1:8080");
+  // Not behind it: straight to the pod.
+  p = plan_outbound(*s, client(), ipport("127.0.20.2:8080"), 0);
+  CHECK_FALSE(p.waypoint);
+  CHECK(p.dst->name == "echo-2");
+  // A port the service does not have is still refused here.
+  CHECK(plan_outbound(*s, client(), ipport("10.96.0.10:81"), 0).kind == Kind::kReject);
+  // The waypoint's pod is not captured (it serves HBONE itself).
+  CHECK_FALSE(s->enrolled(*s->workload_by_uid("wp-1")));
+}
+
+TEST_CASE("outbound: a waypoint without pods refuses instead of bypassing it", "[plan]") {
+  auto s = waypoint_snap("[]", false);
+  auto p = plan_outbound(*s, client(), ipport("10.96.0.10:80"), 0);
+  CHECK(p.kind == Kind::kReject);
+  CHECK_THAT(p.reason, Catch::Contains("waypoint shop/wp has no pods"));
+}
+
+TEST_CASE("inbound: a workload behind a waypoint accepts only the waypoint unless an ALLOW policy matches", "[plan]") {
+  auto s = waypoint_snap();
+  auto d = decide_inbound(*s, connect_req("127.0.20.1:8080"));
+  CHECK(d.status == 401);
+  CHECK_THAT(d.reason, Catch::Contains("behind waypoint shop/wp"));
+  auto r = connect_req("127.0.20.1:8080");
+  r.peer_identity = "spiffe://cluster.local/ns/shop/sa/wp";
+  CHECK(decide_inbound(*s, r).status == 200);
+  // An explicit ALLOW for the client lets it in directly.
+  s = waypoint_snap(R"([{"metadata": {"name": "allow-sleep", "namespace": "shop"},
+                         "spec": {"selector": {"matchLabels": {"app": "echo"}}, "action": "ALLOW",
+                                  "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/sleep"]}}]}]}}])");
+  CHECK(decide_inbound(*s, connect_req("127.0.20.1:8080")).status == 200);
+}

@@ -1,12 +1,12 @@
-#include "pool.h"
+#include "warren/hbone_pool.h"
 
 #include <spdlog/spdlog.h>
 
-#include "node.h"
+#include "warren/tls_context.h"
 
-namespace warren::node {
+namespace warren::hbone {
 
-Pool::Pool(Node& node) : node_(node), tick_(node.loop()) {
+Pool::Pool(PoolEnv& env, PoolMetrics m) : env_(env), m_(m), tick_(env.loop()) {
   tick_.start(1000, 1000, [this] { tick(); });
 }
 
@@ -30,7 +30,7 @@ uint64_t Pool::open(const PoolKey& key, Headers headers, StreamHandler* handler,
   uint64_t ticket = next_ticket_++;
   Entry* en = find_slot(key);
   if (en && en->conn->ready()) {
-    node_.metrics().pool_reuses->inc();
+    if (m_.reuses) m_.reuses->inc();
     int32_t sid = en->conn->submit_request(headers, handler, true);
     if (sid < 0) {
       failed("HTTP/2 submit failed: " + std::string(nghttp2_strerror(sid)));
@@ -42,24 +42,21 @@ uint64_t Pool::open(const PoolKey& key, Headers headers, StreamHandler* handler,
     return 0;
   }
   if (en) {
-    node_.metrics().pool_reuses->inc();
+    if (m_.reuses) m_.reuses->inc();
     en->waiters.push_back({ticket, std::move(headers), handler, std::move(opened), std::move(failed)});
     return ticket;
   }
   // Dial a new connection from the source workload's address.
-  auto ctx = node_.client_ctx(key.src_identity);
+  auto ctx = env_.client_ctx(key.src_identity);
   if (!ctx.ok()) {
     failed("no certificate for " + key.src_identity + ": " + ctx.error().message);
     return 0;
   }
-  net::DialOptions dial;
-  dial.bind_src = key.src_ip;
-  dial.netns_fd = node_.netns_for(key.src_ip);
-  if (dial.netns_fd >= 0) dial.mark = kMeshMark;  // from the pod's netns, never captured
-  auto tcp = net::TcpConn::create_for(node_.loop(), key.dst, dial);
+  net::DialOptions dial = env_.dial_options(key.src_ip);
+  auto tcp = net::TcpConn::create_for(env_.loop(), key.dst, dial);
   if (!tcp.ok() && dial.netns_fd < 0) {
     // The source address may not be local (e.g. a test on a shared loopback): dial unbound.
-    tcp = net::TcpConn::create_for(node_.loop(), key.dst, 0, std::nullopt);
+    tcp = net::TcpConn::create_for(env_.loop(), key.dst, 0, std::nullopt);
   }
   if (!tcp.ok()) {
     failed(tcp.error().message);
@@ -72,7 +69,7 @@ uint64_t Pool::open(const PoolKey& key, Headers headers, StreamHandler* handler,
   e.conn = std::move(conn);
   e.waiters.push_back({ticket, std::move(headers), handler, std::move(opened), std::move(failed)});
   by_key_.emplace(key, c);
-  node_.metrics().pool_connects->inc();
+  if (m_.connects) m_.connects->inc();
   update_gauges();
   // The TCP connect completes asynchronously; H2Conn starts TLS once connected.
   struct ConnectWatch : net::TcpConn::Handler {
@@ -92,10 +89,10 @@ uint64_t Pool::open(const PoolKey& key, Headers headers, StreamHandler* handler,
       else
         c->start();
       auto* self = this;
-      defer(pool->node_.loop(), [self] { delete self; });
+      defer(pool->env_.loop(), [self] { delete self; });
     }
   };
-  auto* watch = new ConnectWatch(this, c, node_.loop());
+  auto* watch = new ConnectWatch(this, c, env_.loop());
   (*tcp)->set_handler(watch);
   int r = (*tcp)->connect(key.dst);
   if (r != 0) {
@@ -104,11 +101,11 @@ uint64_t Pool::open(const PoolKey& key, Headers headers, StreamHandler* handler,
     c->close(std::string("connect to ") + key.dst.to_string() + ": " + uv_strerror(r));
     return 0;
   }
-  watch->timer.start(node_.options().connect_timeout_ms, 0, [watch, c] {
+  watch->timer.start(env_.connect_timeout_ms(), 0, [watch, c] {
     watch->c->tcp()->set_handler(c);
     c->close("connect timed out");
     auto* w = watch;
-    defer(w->pool->node_.loop(), [w] { delete w; });
+    defer(w->pool->env_.loop(), [w] { delete w; });
   });
   return ticket;
 }
@@ -159,7 +156,7 @@ void Pool::on_conn_close(H2Conn* c, const std::string& reason) {
   // The H2Conn may still be on the stack: destroy it on the next loop turn.
   auto owned = std::make_shared<std::unique_ptr<H2Conn>>(std::move(it->second.conn));
   conns_.erase(it);
-  defer(node_.loop(), [owned] { owned->reset(); });
+  defer(env_.loop(), [owned] { owned->reset(); });
   for (auto& w : waiters) w.failed(reason);
   update_gauges();
 }
@@ -168,12 +165,12 @@ void Pool::on_stream_count(H2Conn* c) {
   auto it = conns_.find(c);
   if (it == conns_.end()) return;
   if (c->active_streams() == 0 && it->second.waiters.empty())
-    it->second.idle_since = uv_now(node_.loop());
+    it->second.idle_since = uv_now(env_.loop());
   update_gauges();
 }
 
 void Pool::tick() {
-  uint64_t now = uv_now(node_.loop());
+  uint64_t now = uv_now(env_.loop());
   std::vector<std::pair<H2Conn*, std::string>> to_close;
   for (auto& [c, e] : conns_) {
     if (!c->ready()) continue;
@@ -197,8 +194,8 @@ void Pool::tick() {
 void Pool::update_gauges() {
   size_t streams = 0;
   for (auto& [c, e] : conns_) streams += c->active_streams();
-  node_.metrics().pool_connections->set(static_cast<int64_t>(conns_.size()));
-  node_.metrics().pool_streams->set(static_cast<int64_t>(streams));
+  if (m_.connections) m_.connections->set(static_cast<int64_t>(conns_.size()));
+  if (m_.streams) m_.streams->set(static_cast<int64_t>(streams));
 }
 
 void Pool::close_all() {
@@ -207,4 +204,4 @@ void Pool::close_all() {
   for (auto* c : all) c->close("shutting down");
 }
 
-}  // namespace warren::node
+}  // namespace warren::hbone
