@@ -133,7 +133,10 @@ ResourcePtr Model::Impl::render(const std::string& id) {
       }
       targets.push_back(t);
     }
-    return std::make_shared<const json>(service_resource(s, vips, targets, endpoints, opts.cluster_domain));
+    auto ns = namespaces.find(s.ns);
+    const Labels* ns_labels = ns == namespaces.end() ? nullptr : &ns->second.labels;
+    return std::make_shared<const json>(
+        service_resource(s, vips, targets, endpoints, opts.cluster_domain, service_waypoint(s, ns_labels)));
   }
   if (type == "namespace") {
     auto it = namespaces.find(rest);

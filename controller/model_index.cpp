@@ -176,6 +176,12 @@ void Model::Impl::set_namespace(const std::string& name, const NamespaceInfo* ne
   if (changed)
     if (auto ws = ns_workloads.find(name); ws != ns_workloads.end())
       for (const PodInfo* p : ws->second) mark(workload_id(p->uid));
+  // Services render the namespace's waypoint label too.
+  const std::string* was = old ? find_label(old->labels, kUseWaypointLabel) : nullptr;
+  const std::string* now = next ? find_label(next->labels, kUseWaypointLabel) : nullptr;
+  if ((was == nullptr) != (now == nullptr) || (was && *was != *now))
+    for (const auto& [key, svc] : services)
+      if (svc->ns == name) mark(service_id(svc->ns, svc->name));
   if (next) namespaces.insert_or_assign(name, *next);
   else namespaces.erase(it);
 }

@@ -125,6 +125,8 @@ ServiceInfo service_info(const json& obj) {
       s.ports.push_back(std::move(sp));
     }
   s.selector = labels_of(get(*spec, "selector"));
+  if (const json* l = get(md, "labels"))
+    if (const json* w = get(*l, kUseWaypointLabel); w && w->is_string()) s.use_waypoint = w->get<std::string>();
   return s;
 }
 
@@ -175,6 +177,13 @@ std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels) {
   return "";
 }
 
+std::string service_waypoint(const ServiceInfo& svc, const Labels* namespace_labels) {
+  if (svc.use_waypoint) return *svc.use_waypoint == "none" ? "" : *svc.use_waypoint;
+  if (namespace_labels)
+    if (const std::string* w = find_label(*namespace_labels, kUseWaypointLabel)) return *w == "none" ? "" : *w;
+  return "";
+}
+
 bool in_mesh(const PodInfo& pod, const Labels* namespace_labels) {
   if (pod.host_network) return false;
   if (const std::string* m = find_label(pod.labels, config::kDataplaneModeLabel)) {
@@ -199,12 +208,17 @@ json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips, 
   w["labels"] = labels_json(pod.labels);
   w["annotations"] = labels_json(pod.annotations);
   w["waypoint"] = waypoint;
+  if (const std::string* g = find_label(pod.labels, kGatewayNameLabel); g && !pod.host_network) {
+    w["gateway"] = *g;
+    w["protocol"] = "HBONE";
+    w["waypoint"] = "";  // a waypoint does not send its own traffic through a waypoint
+  }
   return w;
 }
 
 json service_resource(const ServiceInfo& svc, const std::vector<std::string>& vips,
                       const std::vector<uint16_t>& target_ports, const std::vector<std::string>& endpoint_uids,
-                      const std::string& cluster_domain) {
+                      const std::string& cluster_domain, const std::string& waypoint) {
   json ports = json::array();
   for (size_t i = 0; i < svc.ports.size(); i++) {
     json p = {{"port", svc.ports[i].port}};
@@ -219,6 +233,7 @@ json service_resource(const ServiceInfo& svc, const std::vector<std::string>& vi
   s["vips"] = vips;
   s["ports"] = std::move(ports);
   s["endpoints"] = endpoint_uids;
+  if (!waypoint.empty()) s["waypoint"] = waypoint;
   return s;
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -55,6 +56,7 @@ struct ServiceInfo {
   std::vector<std::string> vips;  // spec.clusterIPs (or clusterIP), without "None"
   std::vector<ServicePortInfo> ports;  // TCP ports only: nodes proxy TCP
   Labels selector;  // empty: no selector (endpoints from EndpointSlices only)
+  std::optional<std::string> use_waypoint;  // its warren.io/use-waypoint label
   bool operator==(const ServiceInfo&) const = default;
 };
 
@@ -89,6 +91,11 @@ bool selector_matches(const Labels& selector, const Labels& labels);
 // The pod's waypoint: its warren.io/use-waypoint label, else its namespace's;
 // "none" on the pod opts out of the namespace's waypoint. May be empty.
 std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels);
+// The same for a Service: its own label, else its namespace's.
+std::string service_waypoint(const ServiceInfo& svc, const Labels* namespace_labels);
+
+// Istio's label on a waypoint's own pods, naming the Gateway they implement.
+inline constexpr const char* kGatewayNameLabel = "gateway.networking.k8s.io/gateway-name";
 
 // The pod is in the mesh (ambient): its warren.io/dataplane-mode label is
 // "enabled", or it has none and its namespace's is "enabled"; a pod label
@@ -97,16 +104,20 @@ bool in_mesh(const PodInfo& pod, const Labels* namespace_labels);
 
 // workload/<uid>: {uid, name, namespace, serviceAccount, node, ips, protocol
 // (HBONE when in the mesh, else NONE: peers reach it with plain TCP, as
-// Istio ambient does), labels, annotations, waypoint}. `ips` are the pod's IPs
-// it holds alone (the model resolves shared IPs).
+// Istio ambient does), labels, annotations, waypoint, gateway}. `ips` are the
+// pod's IPs it holds alone (the model resolves shared IPs). A waypoint's own
+// pod (label gateway.networking.k8s.io/gateway-name) gets "gateway" and speaks
+// HBONE itself, enrolled or not.
 nlohmann::json workload_resource(const PodInfo& pod, const std::vector<std::string>& ips,
                                  const std::string& waypoint, bool in_mesh);
-// service/<ns>/<name>: {name, namespace, hostname, vips, ports, endpoints}.
+// service/<ns>/<name>: {name, namespace, hostname, vips, ports, endpoints,
+// waypoint (when one fronts it)}.
 // `target_ports[i]` is ports[i]'s numeric target port (0: leave out, the node
 // uses the port); the model resolves named ones from the endpoints' pods.
 nlohmann::json service_resource(const ServiceInfo& svc, const std::vector<std::string>& vips,
                                 const std::vector<uint16_t>& target_ports,
-                                const std::vector<std::string>& endpoint_uids, const std::string& cluster_domain);
+                                const std::vector<std::string>& endpoint_uids, const std::string& cluster_domain,
+                                const std::string& waypoint = "");
 // namespace/<name>: {name, labels}.
 nlohmann::json namespace_resource(const NamespaceInfo& ns);
 

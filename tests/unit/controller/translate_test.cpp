@@ -102,3 +102,31 @@ TEST_CASE("translate: workload and namespace resources", "[controller][translate
   CHECK(peerauth_id("ns", "p") == "peerauth/ns/p");
   CHECK(namespace_id("ns") == "namespace/ns");
 }
+
+TEST_CASE("translate: waypoints for services and a waypoint's own pod", "[controller]") {
+  json svc = json::parse(R"({"metadata": {"name": "reviews", "namespace": "shop",
+                                           "labels": {"warren.io/use-waypoint": "wp"}},
+                              "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}})");
+  ServiceInfo info = service_info(svc);
+  REQUIRE(info.use_waypoint);
+  CHECK(service_waypoint(info, nullptr) == "wp");
+  CHECK(service_resource(info, info.vips, {0}, {}, "cluster.local", "wp")["waypoint"] == "wp");
+  CHECK_FALSE(service_resource(info, info.vips, {0}, {}, "cluster.local").contains("waypoint"));
+  // The namespace's label applies when the service has none; "none" opts out.
+  Labels ns = {{"warren.io/use-waypoint", "ns-wp"}};
+  info.use_waypoint.reset();
+  CHECK(service_waypoint(info, &ns) == "ns-wp");
+  info.use_waypoint = "none";
+  CHECK(service_waypoint(info, &ns) == "");
+
+  PodInfo p;
+  p.uid = "wp-1";
+  p.name = "wp-abc";
+  p.ns = "shop";
+  p.service_account = "wp";
+  p.labels = {{"gateway.networking.k8s.io/gateway-name", "wp"}};
+  json w = workload_resource(p, {"10.0.0.9"}, "ns-wp", false);
+  CHECK(w["gateway"] == "wp");
+  CHECK(w["protocol"] == "HBONE");  // a waypoint serves HBONE whether or not its namespace is enrolled
+  CHECK(w["waypoint"] == "");
+}
