@@ -37,6 +37,8 @@ struct Http1Parser::Impl {
   http_parser parser{};
   http_parser_settings settings{};
   State state = State::kHead;
+  uint64_t messages = 0;     // completed, for set_one_message_per_feed
+  bool one_message = false;
   Http1Failure failure;
 
   std::string head;  // the head being buffered
@@ -231,6 +233,7 @@ struct Http1Parser::Impl {
   // The message ended where libhttp-parser paused.
   void complete_message() {
     if (!trailers.empty()) handler.on_trailers(std::move(trailers));
+    ++messages;
     handler.on_complete();
     request_method.clear();
     http_parser_pause(&parser, 0);
@@ -327,10 +330,12 @@ Http1Parser::~Http1Parser() = default;
 Result<size_t> Http1Parser::feed(std::string_view data) {
   auto& m = *impl_;
   size_t pos = 0;
+  const uint64_t before = m.messages;
   while (pos < data.size()) {
     using S = Impl::State;
     if (m.state == S::kFailed) return m.set_failure(m.failure);
     if (m.state == S::kUpgraded || m.state == S::kClosed) break;
+    if (m.one_message && m.messages != before) break;
     auto r = m.state == S::kHead ? m.feed_head(data.substr(pos)) : m.feed_body(data.substr(pos));
     if (!r) return r.error();
     pos += *r;
@@ -360,6 +365,8 @@ Result<void> Http1Parser::finish() {
   }
   return {};
 }
+
+void Http1Parser::set_one_message_per_feed(bool on) { impl_->one_message = on; }
 
 void Http1Parser::set_request_method(std::string_view method) {
   impl_->request_method = method;

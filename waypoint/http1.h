@@ -101,6 +101,10 @@ class Http1Parser {
   // inside any other message.
   Result<void> finish();
 
+  // feed() returns after the end of a message, leaving the next one's bytes
+  // unread (a proxy answers one request before it reads the next).
+  void set_one_message_per_feed(bool on);
+
   // Responses only: the method of the request the next response answers
   // (HEAD has no body; a 2xx to CONNECT opens a tunnel).
   void set_request_method(std::string_view method);

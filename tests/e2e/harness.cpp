@@ -669,6 +669,16 @@ void Mesh::add_service(const std::string& name, const std::string& vip, uint16_t
                        {"endpoints", endpoint_uids}});
 }
 
+void Mesh::set_workload_field(const std::string& uid, const std::string& key, nlohmann::json v) {
+  for (auto& w : workloads_)
+    if (w["uid"] == uid) w[key] = v;
+}
+
+void Mesh::set_service_field(const std::string& name, const std::string& key, nlohmann::json v) {
+  for (auto& s : services_)
+    if (s["name"] == name) s[key] = v;
+}
+
 nlohmann::json Mesh::config_for(char n) const {
   std::string ip = node_ip(n);
   nlohmann::json j;

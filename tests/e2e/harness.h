@@ -233,6 +233,9 @@ class Mesh {
   void add_service(const std::string& name, const std::string& vip, uint16_t port,
                    uint16_t target_port, std::vector<std::string> endpoint_uids);
   void add_policy(nlohmann::json policy) { policies_.push_back(std::move(policy)); }
+  // Sets one field of a workload (by uid) or a service (by name).
+  void set_workload_field(const std::string& uid, const std::string& key, nlohmann::json v);
+  void set_service_field(const std::string& name, const std::string& key, nlohmann::json v);
   void clear_policies() { policies_.clear(); }
   nlohmann::json config_for(char n) const;
   std::string config_path(char n) const { return dir_ / std::string("node-") + n + ".json"; }

@@ -1,0 +1,172 @@
+// Resilience decisions, as Envoy makes them for Istio's settings: whether to
+// retry an outcome, the jittered backoff before a retry, the retry budget,
+// circuit-breaker admission (DestinationRule connectionPool) and outlier
+// detection. Pure: time and randomness come in as parameters; no timers.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "destination_rule.h"
+#include "route_table.h"
+
+namespace warren::waypoint {
+
+// How one upstream try ended.
+struct Outcome {
+  enum class Kind {
+    kResponse,        // response headers arrived: http_status (and grpc_status)
+    kReset,           // the upstream reset the stream or closed the connection
+    kConnectFailure,  // no connection to the endpoint
+    kRefusedStream,   // HTTP/2 REFUSED_STREAM: the request was not processed
+    kTimeout,         // the per-try timeout fired
+  };
+  Kind kind = Kind::kResponse;
+  int http_status = 0;
+  std::optional<int> grpc_status;  // grpc-status from headers (trailers-only) or trailers
+  bool before_request = false;     // kReset: before the request was sent (reset-before-request)
+
+  static Outcome response(int status, std::optional<int> grpc = std::nullopt) {
+    return Outcome{Kind::kResponse, status, grpc, false};
+  }
+  static Outcome reset(bool before_request = false) {
+    return {Kind::kReset, 0, {}, before_request};
+  }
+  static Outcome connect_failure() { return {Kind::kConnectFailure, 0, {}, true}; }
+  static Outcome refused_stream() { return {Kind::kRefusedStream, 0, {}, true}; }
+  static Outcome timeout() { return {Kind::kTimeout, 0, {}, false}; }
+
+  bool is_5xx() const;            // a 5xx, or a failure the proxy answers with one
+  bool is_gateway_error() const;  // 502, 503, 504, or a local-origin failure
+};
+
+// Does the policy's retryOn cover the outcome (Envoy's retry_on semantics:
+// 5xx and gateway-error include resets, connect failures and timeouts).
+bool should_retry(const RetryPolicy& p, const Outcome& o);
+// The same, and `retries_done` < p.attempts.
+bool should_retry(const RetryPolicy& p, const Outcome& o, uint32_t retries_done);
+
+// Envoy's fully jittered exponential backoff before retry number `attempt`
+// (1 for the first retry): uniform in [0, min(base * 2^(attempt-1), max)),
+// taken from `rnd` (uniform in [0, 2^32)).
+std::chrono::milliseconds backoff(uint32_t attempt, uint32_t rnd,
+                                  std::chrono::milliseconds base = std::chrono::milliseconds(25),
+                                  std::chrono::milliseconds max = std::chrono::milliseconds(250));
+
+// Envoy's retry budget: a retry may start while the active retries are fewer
+// than max(min_retry_concurrency, budget_percent% of the active requests).
+// Thread-safe.
+class RetryBudget {
+ public:
+  explicit RetryBudget(double budget_percent = 20.0, uint32_t min_retry_concurrency = 3)
+      : percent_(budget_percent), min_(min_retry_concurrency) {}
+  uint64_t limit(uint64_t active_requests) const;
+  bool try_acquire(uint64_t active_requests);
+  void release();
+  uint64_t active() const { return active_.load(std::memory_order_relaxed); }
+
+ private:
+  double percent_;
+  uint32_t min_;
+  std::atomic<uint64_t> active_{0};
+};
+
+// Circuit breaking for one (host, subset): Envoy's cluster resource counters
+// against the DestinationRule's connectionPool. An admit_* that returns true
+// must be paired with its release_*. False: the proxy answers 503 with
+// response flag UO. Thread-safe (atomics), shared by the workers.
+class CircuitBreaker {
+ public:
+  explicit CircuitBreaker(const ConnectionPoolLimits& l = {}) { set_limits(l); }
+  void set_limits(const ConnectionPoolLimits& l);
+
+  bool admit_request();  // http2MaxRequests (every active request)
+  void release_request();
+  bool admit_pending();  // http1MaxPendingRequests (waiting for a connection)
+  void release_pending();
+  bool admit_connection();  // tcp.maxConnections
+  void release_connection();
+  bool admit_retry();  // http.maxRetries (concurrent retries)
+  void release_retry();
+  // Whether a connection that has carried `served` requests may carry another
+  // (http.maxRequestsPerConnection; 0: unlimited).
+  bool connection_reusable(uint64_t served) const;
+
+  uint64_t active_requests() const { return requests_.load(std::memory_order_relaxed); }
+  uint64_t pending_requests() const { return pending_.load(std::memory_order_relaxed); }
+  uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+  uint64_t active_retries() const { return retries_.load(std::memory_order_relaxed); }
+
+ private:
+  static bool acquire(std::atomic<uint64_t>& n, uint64_t max);
+  static void release(std::atomic<uint64_t>& n);
+  std::atomic<uint64_t> max_requests_{0}, max_pending_{0}, max_connections_{0}, max_retries_{0},
+      max_per_connection_{0};
+  std::atomic<uint64_t> requests_{0}, pending_{0}, connections_{0}, retries_{0};
+};
+
+// The breakers of every (host, subset), created on first use; limits updated
+// on each get (a new DestinationRule applies to live counters). Thread-safe.
+class CircuitBreakers {
+ public:
+  std::shared_ptr<CircuitBreaker> get(std::string_view host, std::string_view subset,
+                                      const ConnectionPoolLimits& limits);
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<CircuitBreaker>, std::less<>> by_key_;
+};
+
+// Outlier detection for one host's endpoints (Envoy's consecutive_5xx and
+// consecutive_gateway_failure detectors, as Istio configures them).
+//  - An endpoint is ejected after consecutive5xxErrors 5xx outcomes, or
+//    consecutiveGatewayErrors 502/503/504 outcomes; resets, connect failures
+//    and timeouts count as both (Envoy without split local-origin errors).
+//    Any other outcome resets the counts; an ejection attempt resets them too.
+//  - Ejection lasts baseEjectionTime x the endpoint's ejection multiplier,
+//    capped at max(base, 300s); the multiplier grows by one per ejection and
+//    shrinks by one per full `interval` the endpoint stayed un-ejected.
+//  - maxEjectionPercent: as Envoy (all released versions up to 1.26), an
+//    ejection is allowed while 100 x ejected / total < maxEjectionPercent, so
+//    one endpoint of a small host can be ejected at the default 10%.
+//  - Un-ejection happens when the time has passed (Envoy waits for its next
+//    interval sweep; here it is exact).
+// Thread-safe (one mutex); time is a parameter.
+class OutlierDetector {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit OutlierDetector(const OutlierPolicy& p = {}) : policy_(p) {}
+  void set_policy(const OutlierPolicy& p);
+  // The host's endpoints: forgets the others; the total for maxEjectionPercent.
+  void set_endpoints(const std::vector<std::string>& keys);
+  // Records one outcome; true when it ejected the endpoint.
+  bool record(std::string_view key, const Outcome& o, Clock::time_point now);
+  bool ejected(std::string_view key, Clock::time_point now);
+  size_t ejected_count(Clock::time_point now);
+  // The ejection multiplier of an endpoint (tests, /debug).
+  uint32_t multiplier(std::string_view key);
+
+ private:
+  struct State {
+    uint32_t consecutive_5xx = 0, consecutive_gateway = 0;
+    bool ejected = false;
+    Clock::time_point uneject_at{};
+    std::optional<Clock::time_point> last_uneject;
+    uint32_t multiplier = 0;
+  };
+  void refresh(State& s, Clock::time_point now);
+  size_t ejected_locked(Clock::time_point now);
+  std::mutex mu_;
+  OutlierPolicy policy_;
+  std::map<std::string, State, std::less<>> endpoints_;
+};
+
+}  // namespace warren::waypoint

@@ -1,0 +1,130 @@
+// One CONNECT stream into the waypoint: a client's TCP connection to a
+// service (or pod) behind it, carried by the client's node over HBONE.
+//
+// The first bytes decide the protocol: an HTTP/1 request line makes it an
+// HTTP/1.1 session (requests parsed, normalised, routed one at a time, each
+// forwarded over an HBONE stream to the chosen endpoint, the response parsed
+// and relayed back); anything else is carried opaquely to one endpoint of the
+// service (L4 only). Backpressure both ways: downstream bytes are only
+// acknowledged to HTTP/2 flow control once forwarded, upstream response
+// bytes only once the downstream stream took them.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "authz.h"
+#include "http1.h"
+#include "request_authn.h"
+#include "resilience.h"
+#include "http1_forward.h"
+#include "route_table.h"
+#include "state.h"
+#include "telemetry.h"
+#include "warren/defer.h"
+#include "warren/h2_conn.h"
+
+namespace warren::waypoint {
+
+class Proxy;
+class UpstreamLeg;
+
+// Why an upstream attempt ended without a usable response.
+enum class UpFailure { kConnect, kReset, kRefused };
+
+class Session : public h2::StreamHandler, public Http1Handler {
+ public:
+  Session(Proxy& p, h2::H2Conn* c, int32_t sid);
+  ~Session() override;
+
+  // h2::StreamHandler (the downstream CONNECT stream)
+  void on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) override;
+  void on_data(h2::H2Conn* c, int32_t sid, const uint8_t* data, size_t len) override;
+  void on_end_stream(h2::H2Conn* c, int32_t sid) override;
+  void on_stream_close(h2::H2Conn* c, int32_t sid, uint32_t code) override;
+  void on_send_drain(h2::H2Conn* c, int32_t sid) override;
+
+  // Http1Handler (requests from the client)
+  void on_head(MessageHead head) override;
+  void on_body(std::string_view data) override;
+  void on_trailers(Headers trailers) override;
+  void on_complete() override;
+
+  // From the upstream leg.
+  void up_open(UpstreamLeg* l);
+  void up_failed(UpstreamLeg* l, UpFailure f, const std::string& why);
+  void up_response_head(UpstreamLeg* l, MessageHead& h);
+  void up_response_body(UpstreamLeg* l, std::string_view data);
+  void up_response_trailers(UpstreamLeg* l, Headers& t);
+  void up_response_complete(UpstreamLeg* l);
+  void up_raw(UpstreamLeg* l, std::string_view data);  // opaque mode
+  void up_raw_end(UpstreamLeg* l);
+  void up_drained(UpstreamLeg* l);
+  bool downstream_full() const;
+
+  void shutdown(const std::string& why);
+
+ private:
+  enum class Mode { kConnect, kDetect, kHttp1, kOpaque, kDone };
+  struct Exchange;
+  struct Pick {
+    const config::Workload* ep = nullptr;
+    SockAddr addr;
+    struct Cluster* cluster = nullptr;
+    std::string error;
+  };
+  Pick pick_endpoint(const std::string& host, uint16_t port, const std::string& subset);
+  RequestView view() const;
+  // The attempt in flight ended with `o`: in-flight count, outlier detection.
+  void attempt_done(const Outcome& o, bool record = true);
+  void route_request();           // after authentication and authorization
+  void check_custom(const std::string& provider);
+  RequestAttrs attrs(const std::string& service) const;
+
+  void refuse(int status, const std::string& why);
+  void process();
+  void process_once();
+  void start_opaque();
+  void dispatch();                 // route the parsed head and start an attempt
+  void start_attempt();
+  // Schedules another attempt when the policy allows (status: an upstream
+  // response status, else a failure of kind f).
+  bool maybe_retry(UpFailure f, int status, const std::string& why);
+  void retry_or_fail(UpFailure f, const std::string& why);
+  void local_reply(int status, std::string body, const std::string& flags,
+                   const std::string& details, const Headers& extra = {});
+  void send_down(std::string_view data);
+  void finish_exchange();
+  void end_down();
+
+  Proxy& p_;
+  h2::H2Conn* conn_;
+  int32_t sid_;
+  StatePtr state_;
+  Mode mode_ = Mode::kConnect;
+  bool closed_ = false;   // the downstream stream is gone
+  bool down_eof_ = false;
+  bool down_ended_ = false;
+  SockAddr authority_;
+  Target target_;
+  std::string src_identity_;
+  SockAddr src_addr_;
+  const config::Workload* src_ = nullptr;
+  std::string in_;          // downstream bytes not yet processed
+  size_t unconsumed_ = 0;   // received, not yet acknowledged to flow control
+  std::unique_ptr<Http1Parser> parser_;
+  std::unique_ptr<Exchange> ex_;
+  UpstreamLeg* leg_ = nullptr;       // the attempt in flight (or the opaque leg)
+  UpstreamLeg* idle_leg_ = nullptr;  // kept alive between requests
+  Timer timeout_, retry_timer_, delay_timer_, head_timer_;
+  bool head_timing_ = false;  // a request head has started and not ended
+  bool in_process_ = false, again_ = false;
+  std::string src_ip_text_, dst_ip_text_;
+  mutable std::string service_key_;
+  std::unique_ptr<class ExtAuthzCall> ext_authz_;
+};
+
+}  // namespace warren::waypoint
