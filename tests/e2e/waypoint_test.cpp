@@ -366,7 +366,7 @@ TEST_CASE("waypoint: a circuit breaker trips with 503 UO when the connection poo
                "http": {"http1MaxPendingRequests": 1, "http2MaxRequests": 1}}}}}])");
   auto slow = [](const HttpReq&) {
     HttpResp r;
-    r.delay = std::chrono::milliseconds(300);
+    r.delay = std::chrono::milliseconds(1000);  // holds the one connection while the others arrive
     r.body = "slow";
     return r;
   };
