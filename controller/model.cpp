@@ -112,6 +112,18 @@ void Model::upsert_checked(const std::string& origin, json obj) {
       m.mark(node_object_id(key));
     }
   } else {
+    if (key.kind == "Gateway") {
+      // A per-service-account waypoint changes which pods use it.
+      const std::string* sa = nullptr;
+      const json* spec = obj.contains("spec") ? &obj["spec"] : nullptr;
+      bool waypoint = spec && spec->is_object() && spec->value("gatewayClassName", "") == kWaypointGatewayClass;
+      const json& md = obj["metadata"];
+      if (waypoint && md.contains("annotations") && md["annotations"].is_object())
+        if (auto a = md["annotations"].find(kForServiceAccountAnnotation);
+            a != md["annotations"].end() && a->is_string())
+          sa = &a->get_ref<const std::string&>();
+      m.set_gateway(key.ns, key.name, sa);
+    }
     m.held.insert_or_assign(key, trim(std::move(obj), key.kind));
   }
   if (m.rejected.erase(key)) spdlog::info("model: {} from {} is valid again", key.to_string(), origin);
@@ -133,6 +145,7 @@ void Model::remove(const ObjectKey& key) {
   } else if (is_node_object(key.kind)) {
     if (m.node_objects.erase(node_object_id(key))) m.mark(node_object_id(key));
   } else {
+    if (key.kind == "Gateway") m.set_gateway(key.ns, key.name, nullptr);
     m.held.erase(key);
   }
 }

@@ -105,7 +105,7 @@ ResourcePtr Model::Impl::render(const std::string& id) {
     }
     auto ns = namespaces.find(p.ns);
     const Labels* ns_labels = ns == namespaces.end() ? nullptr : &ns->second.labels;
-    return std::make_shared<const json>(workload_resource(p, ips, waypoint_of(p, ns_labels), in_mesh(p, ns_labels)));
+    return std::make_shared<const json>(workload_resource(p, ips, waypoint_of(p, ns_labels, &sa_waypoints), in_mesh(p, ns_labels)));
   }
   if (type == "service") {
     auto it = services.find(rest);

@@ -59,6 +59,11 @@ struct Model::Impl {
 
   // ---- the rest ----
   std::unordered_map<std::string, NamespaceInfo> namespaces;
+  // Waypoints (Gateways of class warren-waypoint) annotated
+  // warren.io/for-service-account: namespace -> gateway -> service account.
+  SaWaypoints sa_waypoints;
+  // A Gateway came, went or changed: workloads of its namespace re-render.
+  void set_gateway(const std::string& ns, const std::string& name, const std::string* sa);
   // AuthorizationPolicy and PeerAuthentication as nodes receive them, by resource id.
   std::unordered_map<std::string, ResourcePtr> node_objects;
   // Validated and held for later translation (model.h), trimmed.

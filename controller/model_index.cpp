@@ -160,6 +160,19 @@ void Model::Impl::set_slice(const std::string& key, const EndpointSliceInfo* nex
   if (next) index(slices.emplace(key, *next).first->second, true);
 }
 
+void Model::Impl::set_gateway(const std::string& ns, const std::string& name, const std::string* sa) {
+  auto& in_ns = sa_waypoints[ns];
+  auto it = in_ns.find(name);
+  bool had = it != in_ns.end();
+  if (!sa && !had) return;
+  if (sa && had && it->second == *sa) return;
+  if (sa) in_ns[name] = *sa;
+  else in_ns.erase(it);
+  if (in_ns.empty()) sa_waypoints.erase(ns);
+  if (auto ws = ns_workloads.find(ns); ws != ns_workloads.end())
+    for (const PodInfo* p : ws->second) mark(workload_id(p->uid));
+}
+
 void Model::Impl::set_namespace(const std::string& name, const NamespaceInfo* next) {
   auto it = namespaces.find(name);
   const NamespaceInfo* old = it == namespaces.end() ? nullptr : &it->second;

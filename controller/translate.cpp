@@ -170,10 +170,21 @@ bool selector_matches(const Labels& selector, const Labels& labels) {
   return true;
 }
 
-std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels) {
+std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels, const SaWaypoints* sa) {
   if (const std::string* w = find_label(pod.labels, kUseWaypointLabel)) return *w == "none" ? "" : *w;
+  const std::map<std::string, std::string>* scoped = nullptr;
+  if (sa)
+    if (auto it = sa->find(pod.ns); it != sa->end()) scoped = &it->second;
+  if (scoped)
+    for (const auto& [gw, account] : *scoped)
+      if (account == pod.service_account) return gw;
   if (namespace_labels)
-    if (const std::string* w = find_label(*namespace_labels, kUseWaypointLabel)) return *w == "none" ? "" : *w;
+    if (const std::string* w = find_label(*namespace_labels, kUseWaypointLabel)) {
+      if (*w == "none") return "";
+      if (scoped)
+        if (auto g = scoped->find(*w); g != scoped->end() && g->second != pod.service_account) return "";
+      return *w;
+    }
   return "";
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -88,9 +89,17 @@ NamespaceInfo namespace_info(const nlohmann::json& obj);
 const std::string* find_label(const Labels& labels, std::string_view key);
 // Every selector label is present with the same value (an empty selector matches nothing).
 bool selector_matches(const Labels& selector, const Labels& labels);
-// The pod's waypoint: its warren.io/use-waypoint label, else its namespace's;
-// "none" on the pod opts out of the namespace's waypoint. May be empty.
-std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels);
+// Per-service-account waypoints: namespace -> Gateway name -> the service
+// account it serves (annotation warren.io/for-service-account).
+using SaWaypoints = std::map<std::string, std::map<std::string, std::string>>;
+inline constexpr const char* kForServiceAccountAnnotation = "warren.io/for-service-account";
+inline constexpr const char* kWaypointGatewayClass = "warren-waypoint";
+
+// The pod's waypoint: its warren.io/use-waypoint label ("none" opts out);
+// else a waypoint of its namespace for its service account; else its
+// namespace's label, unless that names a waypoint for another service
+// account. May be empty.
+std::string waypoint_of(const PodInfo& pod, const Labels* namespace_labels, const SaWaypoints* sa = nullptr);
 // The same for a Service: its own label, else its namespace's.
 std::string service_waypoint(const ServiceInfo& svc, const Labels* namespace_labels);
 

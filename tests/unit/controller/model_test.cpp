@@ -93,6 +93,39 @@ TEST_CASE("model: waypoint from the pod label or its namespace", "[controller][m
   CHECK(res(m, "workload/uid-shop-a")["waypoint"] == "new-wp");
 }
 
+TEST_CASE("model: a per-service-account waypoint serves only that account's pods", "[controller][model]") {
+  Model m({});
+  auto gw = [](const std::string& name, const std::string& sa) {
+    json g = json::parse(R"({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "spec": {"gatewayClassName": "warren-waypoint",
+                 "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}})");
+    g["metadata"] = {{"name", name}, {"namespace", "shop"}};
+    if (!sa.empty()) g["metadata"]["annotations"] = {{"warren.io/for-service-account", sa}};
+    return g;
+  };
+  m.upsert("test", ns_object("shop", {{"warren.io/use-waypoint", "reviews-wp"}}));
+  m.upsert("test", gw("reviews-wp", "reviews"));
+  m.upsert("test", pod("shop", "r", "10.1.0.1", json::object(), "node-a", "reviews"));
+  m.upsert("test", pod("shop", "p", "10.1.0.2", json::object(), "node-a", "productpage"));
+  m.upsert("test", pod("shop", "own", "10.1.0.3", {{"warren.io/use-waypoint", "other-wp"}}, "node-a", "reviews"));
+  m.flush();
+  CHECK(res(m, "workload/uid-shop-r")["waypoint"] == "reviews-wp");
+  // The namespace names the reviews account's waypoint: other accounts do not use it.
+  CHECK(res(m, "workload/uid-shop-p")["waypoint"] == "");
+  CHECK(res(m, "workload/uid-shop-own")["waypoint"] == "other-wp");  // the pod's own label wins
+  // Without the namespace label, the account's waypoint still applies to its pods.
+  m.upsert("test", ns_object("shop"));
+  m.flush();
+  CHECK(res(m, "workload/uid-shop-r")["waypoint"] == "reviews-wp");
+  // The Gateway goes away: its pods are re-sent without it.
+  m.remove(ObjectKey{"Gateway", "shop", "reviews-wp"});
+  auto d = m.flush();
+  CHECK(res(m, "workload/uid-shop-r")["waypoint"] == "");
+  bool resent = false;
+  for (auto& id : ids(d)) resent |= id == "workload/uid-shop-r";
+  CHECK(resent);
+}
+
 TEST_CASE("model: a workload speaks HBONE only when enrolled", "[controller][model]") {
   Model m({});
   m.upsert("test", ns_object("shop"));
