@@ -78,6 +78,10 @@ Result<void> Proxy::start() {
   auto rd = ready_srv_->listen(ls.readiness);
   if (!rd.ok()) return rd.error();
   reloads_ok_->inc();
+  if (!state_->zipkin.empty()) {
+    zipkin_addr_ = state_->zipkin;
+    zipkin_ = std::make_unique<ZipkinExporter>(loop_, zipkin_addr_);
+  }
 
   uv_fs_poll_init(loop_, &config_poll_);
   config_poll_.data = this;
@@ -130,6 +134,12 @@ Result<void> Proxy::reload() {
   }
   for (const auto& w : (*st)->warnings) spdlog::warn("{}: {}", opts_.config_path, w);
   state_ = *st;
+  if (state_->zipkin != zipkin_addr_) {
+    if (zipkin_) zipkin_->close();
+    zipkin_.reset();
+    zipkin_addr_ = state_->zipkin;
+    if (!zipkin_addr_.empty()) zipkin_ = std::make_unique<ZipkinExporter>(loop_, zipkin_addr_);
+  }
   reloads_ok_->inc();
   spdlog::info("configuration reloaded: {} routes, {} destination rules", state_->routes.size(),
                state_->rules.size());
@@ -190,6 +200,10 @@ void Proxy::stop() {
   for (auto* c : all) c->close("shutting down");
   pool_->close_all();
   pool_->stop_timer();
+  if (zipkin_) {
+    zipkin_->flush();
+    zipkin_->close();
+  }
   if (admin_) admin_->close();
   if (metrics_srv_) metrics_srv_->close();
   if (ready_srv_) ready_srv_->close();
@@ -260,6 +274,12 @@ Cluster& Proxy::cluster(const std::string& host, const std::string& subset, cons
   c->outlier.set_policy(policy.outlier);
   c->cb->set_limits(policy.pool);
   return *c;
+}
+
+void Proxy::export_span(const RequestRecord& r, const Span& span) {
+  if (!zipkin_ || !span.sampled) return;
+  ZipkinEndpoint self{"warren-waypoint." + state_->self.namespace_, state_->self.address.to_string(), 15008};
+  zipkin_->enqueue(server_span(r, span, self));
 }
 
 void Proxy::write_access_log(const RequestRecord& r) {

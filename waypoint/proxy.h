@@ -18,6 +18,7 @@
 #include "state.h"
 #include "telemetry.h"
 #include "trace.h"
+#include "zipkin.h"
 #include "warren/certs.h"
 #include "warren/h2_conn.h"
 #include "warren/hbone_pool.h"
@@ -71,6 +72,8 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   // The cluster for (host, subset), its settings brought up to `policy`.
   Cluster& cluster(const std::string& host, const std::string& subset, const TrafficPolicy& policy);
   void write_access_log(const RequestRecord& r);
+  // A sampled request's span to the Zipkin collector, when one is configured.
+  void export_span(const RequestRecord& r, const Span& span);
 
   // Per downstream connection (from a node, or any HBONE client).
   struct PeerInfo {
@@ -110,6 +113,8 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   std::unique_ptr<http::Server> admin_, metrics_srv_, ready_srv_;
   std::unordered_map<h2::H2Conn*, std::pair<std::unique_ptr<h2::H2Conn>, PeerInfo>> conns_;
   std::map<Session*, bool> sessions_;
+  std::unique_ptr<ZipkinExporter> zipkin_;
+  std::string zipkin_addr_;
   std::FILE* access_ = nullptr;
   bool own_access_ = false;
   DefaultRng rng_;

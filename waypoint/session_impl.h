@@ -91,6 +91,7 @@ struct Session::Exchange {
   std::string uid;                     // its endpoint
   bool attempt_open = false;
   AuthnResult authn;
+  Span span;  // this hop's span (exported when sampled)
   ~Exchange() {
     if (cb) cb->release_request();
   }

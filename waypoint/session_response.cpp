@@ -213,6 +213,7 @@ void Session::finish_exchange() {
   if (e.rec.response_code_details.empty()) e.rec.response_code_details = "via_upstream";
   p_.request_metrics().record(e.rec);
   p_.write_access_log(e.rec);
+  p_.export_span(e.rec, e.span);
   if (leg_) {
     if (leg_->reusable() && e.request_complete) {
       if (idle_leg_) idle_leg_->abandon();

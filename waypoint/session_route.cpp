@@ -275,9 +275,9 @@ void Session::route_request() {
   set_header(fwd.headers, "x-forwarded-proto", "http");
   e.rec.request_id = ensure_request_id(fwd.headers, p_.rng());
   TraceContext tc = extract(fwd.headers);
-  Span span = start_span(&tc, p_.rng());
-  inject(fwd.headers, span);
-  e.rec.trace_id = span.trace_id.hex();
+  e.span = start_span(&tc, p_.rng(), state_->sampling_percent);
+  inject(fwd.headers, e.span);
+  e.rec.trace_id = e.span.trace_id.hex();
   ForwardOptions o;
   o.framing = h.framing == BodyFraming::kChunked ? BodyFraming::kChunked : h.framing;
   o.content_length = h.content_length;

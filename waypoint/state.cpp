@@ -88,7 +88,7 @@ Result<StatePtr> parse_state(const json& doc) {
   if (!wp || !wp->is_object()) return make_error(Errc::kInvalidArgument, "/waypoint: is required (an object)");
   for (auto& [k, v] : wp->items())
     if (k != "name" && k != "namespace" && k != "serviceAccount" && k != "address" &&
-        k != "pathNormalization" && k != "requestHeadersTimeout")
+        k != "pathNormalization" && k != "requestHeadersTimeout" && k != "tracing")
       err += "/waypoint/" + k + ": unknown field\n";
   st->self.name = str_field(*wp, "name", "", err, "/waypoint");
   st->self.namespace_ = str_field(*wp, "namespace", "default", err, "/waypoint");
@@ -104,6 +104,21 @@ Result<StatePtr> parse_state(const json& doc) {
   if (auto t = str_field(*wp, "requestHeadersTimeout", "", err, "/waypoint"); !t.empty()) {
     if (auto d = spec::parse_duration(t); d.ok()) st->request_headers_timeout = *d;
     else err += "/waypoint/requestHeadersTimeout: " + d.error().message + "\n";
+  }
+  if (auto t = wp->find("tracing"); t != wp->end() && !t->is_null()) {
+    if (!t->is_object()) {
+      err += "/waypoint/tracing: must be an object\n";
+    } else {
+      st->zipkin = str_field(*t, "zipkin", "", err, "/waypoint/tracing");
+      if (!st->zipkin.empty() && !SockAddr::parse(st->zipkin))
+        err += "/waypoint/tracing/zipkin: \"" + st->zipkin + "\" is not IP:port\n";
+      if (auto sp = t->find("samplingPercent"); sp != t->end()) {
+        if (!sp->is_number() || sp->get<double>() < 0 || sp->get<double>() > 100)
+          err += "/waypoint/tracing/samplingPercent: must be a number from 0 to 100\n";
+        else
+          st->sampling_percent = sp->get<double>();
+      }
+    }
   }
   auto vs = objects(doc, "virtualServices", err);
   auto dr = objects(doc, "destinationRules", err);

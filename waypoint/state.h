@@ -58,6 +58,10 @@ struct State {
   PathOptions path;
   // A request head must arrive whole within this (0: no limit); 408 otherwise.
   std::chrono::milliseconds request_headers_timeout{10000};
+  // "tracing": {"zipkin": "IP:port", "samplingPercent": 1}: spans of sampled
+  // requests go to a Zipkin v2 collector (empty: none).
+  std::string zipkin;
+  double sampling_percent = 1.0;
   RouteTable routes;
   DestinationRules rules;
   std::vector<nlohmann::json> policies;  // AuthorizationPolicy objects as written

@@ -19,6 +19,7 @@ struct WaypointMesh {
   StdMesh s;
   std::string waypoint_ip;
   nlohmann::json routing = nlohmann::json::object();  // virtualServices, destinationRules, httpRoutes
+  nlohmann::json tracing;                              // the waypoint's "tracing" section, if any
   std::unique_ptr<Process> wp;
 
   WaypointMesh() {
@@ -40,6 +41,7 @@ struct WaypointMesh {
                       {"readiness", waypoint_ip + ":15021"}};
     j["waypoint"] = {{"name", "waypoint"}, {"namespace", "default"}, {"serviceAccount", "waypoint"},
                      {"address", waypoint_ip}, {"requestHeadersTimeout", "1s"}};
+    if (!tracing.is_null()) j["waypoint"]["tracing"] = tracing;
     for (auto& [k, v] : routing.items()) j[k] = v;
     return j;
   }

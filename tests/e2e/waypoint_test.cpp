@@ -511,3 +511,40 @@ TEST_CASE("waypoint: JWT required by policy and accepted when valid", "[e2e][way
   CHECK(ok);
   CHECK(v1.requests() + v2.requests() == 1);
 }
+
+TEST_CASE("waypoint: trace context is propagated and sampled spans reach a Zipkin collector", "[e2e][waypoint]") {
+  WaypointMesh w;
+  std::string collector = w.s.m.ip(70);
+  HttpBackend zipkin(collector, 9411, "zipkin", [](const HttpReq&) {
+    HttpResp r;
+    r.status = 202;
+    return r;
+  });
+  w.tracing = {{"zipkin", collector + ":9411"}, {"samplingPercent", 0}};
+  HttpBackend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  auto c = w.connect();
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  auto r = c.request("GET", "/traced", {{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"},
+                                         {"x-request-id", "req-1"}});
+  REQUIRE(r.status == 200);
+  CHECK(c.request("GET", "/unsampled").status == 200);  // no decision from the caller, 0 %: not exported
+  // The backend sees the same trace with the waypoint's span as parent, and the request id kept.
+  bool propagated = false;
+  for (auto* b : {&v1, &v2})
+    for (auto& q : b->seen())
+      if (q.target == "/traced")
+        propagated = q.header("traceparent").rfind("00-" + trace + "-", 0) == 0 &&
+                     q.header("traceparent").find("00f067aa0ba902b7") == std::string::npos &&
+                     q.header("x-request-id") == "req-1";
+  CHECK(propagated);
+  // One span, batched within the exporter's flush interval.
+  REQUIRE(wait_until([&] { return zipkin.requests() >= 1; }, 10s));
+  auto posts = zipkin.seen();
+  auto spans = json::parse(posts[0].body);
+  REQUIRE(spans.is_array());
+  REQUIRE(spans.size() == 1);
+  CHECK(spans[0]["traceId"] == trace);
+  CHECK(spans[0]["parentId"] == "00f067aa0ba902b7");
+  CHECK(spans[0]["kind"] == "SERVER");
+}
