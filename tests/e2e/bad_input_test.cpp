@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "fixture.h"
+#include "waypoint_fixture.h"
 
 using namespace warren::e2e;
 
@@ -432,4 +433,41 @@ TEST_CASE("a destination that never answers times out with SOCKS 0x05", "[e2e][b
   CHECK(s.m.node('a').alive());
   CHECK(s.m.node('b').alive());
   check_still_serving(s, s.echo2);
+}
+
+TEST_CASE("waypoint: malformed CONNECTs get 400 and a rapid reset flood leaves it serving", "[e2e][bad][waypoint]") {
+  WaypointMesh w;
+  HttpBackend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  long rss0 = w.wp->rss_kb();
+  auto c = hbone_client(w.s.m, w.s.client, w.waypoint_ip, "default", "sleep");
+  REQUIRE(c->ok());
+  REQUIRE(c->handshake());
+  REQUIRE(wait_settings(*c));
+  // :path on CONNECT, a target the waypoint does not front, a service port that does not exist.
+  CHECK(c->send_headers(1, {{":method", "CONNECT"}, {":authority", w.s.vip + ":80"}, {":path", "/"}}));
+  CHECK(c->response_status(1) == -1001);  // nghttp2 itself resets it: PROTOCOL_ERROR
+  CHECK(c->send_headers(3, {{":method", "CONNECT"}, {":authority", w.s.legacy + ":80"}}));
+  CHECK(c->response_status(3) == 400);
+  CHECK(c->send_headers(5, {{":method", "CONNECT"}, {":authority", w.s.vip + ":81"}}));
+  CHECK(c->response_status(5) == 400);
+  H connect = {{":method", "CONNECT"}, {":authority", w.s.vip + ":80"}};
+  bool write_failed = false;
+  uint32_t sid = 7;
+  for (int batch = 0; batch < 100 && !write_failed; batch++) {
+    std::string out;
+    for (int i = 0; i < 200; i++, sid += 2) {
+      out += frame(kHeaders, kEndHeaders, sid, c->encode(connect));
+      out += frame(kRstStream, 0, sid, rst(8));
+    }
+    write_failed = !c->send(out);
+  }
+  bool closed = write_failed || drained_to_close(*c, 20s);
+  CHECK((closed || c->saw_goaway()));
+  REQUIRE(w.wp->alive());
+  long rss1 = w.wp->rss_kb();
+  INFO("VmRSS before " << rss0 << " kB, after " << rss1 << " kB");
+  CHECK(rss1 < rss0 + 64 * 1024);
+  auto h = w.connect();
+  CHECK(h.request("GET", "/still").status == 200);
 }
