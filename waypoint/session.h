@@ -82,6 +82,7 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void attempt_done(const Outcome& o, bool record = true);
   void route_request();           // after authentication and authorization
   void check_custom(const std::string& provider);
+  void fire_mirrors();
   RequestAttrs attrs(const std::string& service) const;
 
   void refuse(int status, const std::string& why);

@@ -92,6 +92,8 @@ struct Session::Exchange {
   bool attempt_open = false;
   AuthnResult authn;
   Span span;  // this hop's span (exported when sampled)
+  std::vector<const RouteDestination*> mirrors;  // to fire once the request is whole
+  MessageHead mirror_head;
   ~Exchange() {
     if (cb) cb->release_request();
   }

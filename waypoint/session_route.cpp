@@ -289,6 +289,13 @@ void Session::route_request() {
     return local_reply(400, "bad request: " + bytes.error().message + "\n", "-", "invalid_header");
   }
   e.fwd_head = std::move(*bytes);
+  // Mirrors: a copy of the request, sent once it is whole, answers dropped.
+  if (route)
+    for (const auto& m : route->mirrors)
+      if (percent_hit(m.percent, rnd32(p_.rng()))) {
+        if (e.mirrors.empty()) e.mirror_head = fwd;
+        e.mirrors.push_back(&m.dest);
+      }
   e.rec.request_header_bytes = e.fwd_head.size();
 
   // Chaos: abort or delay.
@@ -421,6 +428,37 @@ void Session::on_complete() {
     auto last = encode_last_chunk(e.trailers);
     leg_->send(last.ok() ? *last : "0\r\n\r\n");
   }
+  fire_mirrors();
+}
+
+void Session::fire_mirrors() {
+  auto& e = *ex_;
+  if (e.mirrors.empty() || !e.body_kept) return;  // a body too large to keep is not mirrored
+  for (const RouteDestination* d : e.mirrors) {
+    uint16_t port = d->port.value_or(e.port);
+    Pick pk = pick_endpoint(d->host, port, d->subset);
+    if (!pk.ep) {
+      spdlog::debug("waypoint: mirror to {} skipped: {}", d->host, pk.error);
+      continue;
+    }
+    MessageHead h = e.mirror_head;
+    // Envoy's shadow host: "<authority>-shadow".
+    std::string host = header_of(h.headers, "host");
+    set_header(h.headers, "host", (host.empty() ? d->host : host) + "-shadow");
+    ForwardOptions o;
+    o.framing = e.body.empty() ? BodyFraming::kNone : BodyFraming::kContentLength;
+    o.content_length = e.body.size();
+    o.keep_alive = false;
+    auto head = serialize_request_head(h, o);
+    if (!head.ok()) continue;
+    hbone::PoolKey key{state_->self.identity, pk.ep->identity, SockAddr{pk.addr.ip, 15008}, state_->self.address};
+    auto* leg = new UpstreamLeg(p_, nullptr, key, pk.addr.to_string(), src_addr_.to_string(), false);
+    leg->open();
+    leg->send(*head);
+    leg->send(e.body);
+    leg->end();  // deletes itself when the stream is done
+  }
+  e.mirrors.clear();
 }
 
 // ---- responses ----

@@ -145,6 +145,10 @@ void UpstreamLeg::on_headers(h2::H2Conn*, int32_t, h2::Headers&& h, bool end_str
 
 void UpstreamLeg::on_data(h2::H2Conn*, int32_t, const uint8_t* data, size_t len) {
   if (state_ != State::kOpen) return;
+  if (!owner_) {  // nobody wants the answer (a mirror, or abandoned): drop it
+    conn_->consume(sid_, len);
+    return;
+  }
   unparsed_.append(reinterpret_cast<const char*>(data), len);
   unconsumed_ += len;
   pump();

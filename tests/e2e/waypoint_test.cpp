@@ -548,3 +548,29 @@ TEST_CASE("waypoint: trace context is propagated and sampled spans reach a Zipki
   CHECK(spans[0]["parentId"] == "00f067aa0ba902b7");
   CHECK(spans[0]["kind"] == "SERVER");
 }
+
+TEST_CASE("waypoint: a mirror gets a copy of each request with a shadow host and its answers are dropped", "[e2e][waypoint]") {
+  WaypointMesh w;
+  w.routing["destinationRules"] = json::array({echo_subsets()});
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"route": [{"destination": {"host": "echo", "subset": "v1"}}],
+     "mirror": {"host": "echo", "subset": "v2"}, "mirrorPercentage": {"value": 100}}])"))});
+  HttpBackend v1(w.s.echo1, 8080, "v1");
+  HttpBackend v2(w.s.echo2, 8080, "v2", [](const HttpReq&) {
+    HttpResp r;
+    r.status = 500;  // the mirror's failures never reach the client
+    return r;
+  });
+  w.start();
+  auto c = w.connect();
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.request("POST", "/m/" + std::to_string(i), {}, "payload-" + std::to_string(i));
+    CHECK(r.status == 200);
+    CHECK(r.header("x-backend") == "v1");
+  }
+  REQUIRE(wait_until([&] { return v2.requests() == 5; }, 10s));
+  auto seen = v2.seen();
+  CHECK(seen[0].header("host") == "echo-shadow");
+  CHECK(seen[0].body.rfind("payload-", 0) == 0);
+  CHECK(v1.requests() == 5);
+}
