@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "session.h"
+#include "upstream.h"
 #include "warren/defer.h"
 
 namespace warren::waypoint {
@@ -179,6 +180,7 @@ void Proxy::setup_admin() {
     j["warnings"] = state_->warnings;
     j["sessions"] = sessions_.size();
     j["upstreamConnections"] = pool_->connections();
+    j["idleUpstreamStreams"] = idle_count_;
     r.body = j.dump(2);
     return r;
   });
@@ -198,6 +200,9 @@ void Proxy::stop() {
   std::vector<h2::H2Conn*> all;
   for (auto& [c, e] : conns_) all.push_back(c);
   for (auto* c : all) c->close("shutting down");
+  std::vector<UpstreamLeg*> idle;
+  for (auto& [k, v] : idle_) idle.insert(idle.end(), v.begin(), v.end());
+  for (auto* l : idle) l->abandon();
   pool_->close_all();
   pool_->stop_timer();
   if (zipkin_) {
@@ -274,6 +279,45 @@ Cluster& Proxy::cluster(const std::string& host, const std::string& subset, cons
   c->outlier.set_policy(policy.outlier);
   c->cb->set_limits(policy.pool);
   return *c;
+}
+
+void Proxy::park(UpstreamLeg* leg) {
+  auto& v = idle_[leg->authority() + "|" + leg->key().dst_identity];
+  if (v.size() >= kIdlePerEndpoint || stopped_) {
+    leg->abandon();
+    return;
+  }
+  leg->set_owner(nullptr);
+  leg->parked = true;
+  v.push_back(leg);
+  ++idle_count_;
+}
+
+UpstreamLeg* Proxy::take(const std::string& authority, const std::string& identity) {
+  auto it = idle_.find(authority + "|" + identity);
+  while (it != idle_.end() && !it->second.empty()) {
+    UpstreamLeg* leg = it->second.back();
+    it->second.pop_back();
+    --idle_count_;
+    leg->parked = false;
+    if (leg->reusable()) return leg;
+    leg->abandon();
+  }
+  return nullptr;
+}
+
+void Proxy::unpark(UpstreamLeg* leg) {
+  auto it = idle_.find(leg->authority() + "|" + leg->key().dst_identity);
+  if (it == idle_.end()) return;
+  auto& v = it->second;
+  for (auto i = v.begin(); i != v.end(); ++i)
+    if (*i == leg) {
+      v.erase(i);
+      --idle_count_;
+      break;
+    }
+  leg->parked = false;
+  if (v.empty()) idle_.erase(it);
 }
 
 void Proxy::export_span(const RequestRecord& r, const Span& span) {

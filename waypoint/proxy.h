@@ -37,6 +37,7 @@ struct ProxyOptions {
 };
 
 class Session;
+class UpstreamLeg;
 
 // What the proxy keeps per destination (host, subset) across requests and
 // reloads: its load balancer, outlier detector, circuit breaker and the
@@ -83,6 +84,15 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   const PeerInfo* peer(h2::H2Conn* c) const;
   void session_gone(Session* s);
 
+  // Idle upstream legs (HTTP/1.1 keep-alive connections to an endpoint,
+  // each one HBONE stream), shared by all sessions as Envoy's per-host
+  // connection pool: park() after a complete exchange, take() for the next
+  // request to the same endpoint (nullptr: none idle).
+  void park(UpstreamLeg* leg);
+  UpstreamLeg* take(const std::string& authority, const std::string& identity);
+  void unpark(UpstreamLeg* leg);  // the leg is going away
+  size_t idle_legs() const { return idle_count_; }
+
   // hbone::PoolEnv
   uv_loop_t* loop() override { return loop_; }
   Result<SSL_CTX*> client_ctx(const std::string& identity) override;
@@ -120,6 +130,9 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   DefaultRng rng_;
   uint32_t rr_ = 0;
   std::map<std::string, std::unique_ptr<Cluster>> clusters_;
+  std::map<std::string, std::vector<UpstreamLeg*>> idle_;  // by "authority|identity", newest last
+  size_t idle_count_ = 0;
+  static constexpr size_t kIdlePerEndpoint = 64;
   uv_fs_poll_t config_poll_{};
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};
   bool stopped_ = false;

@@ -77,8 +77,7 @@ void Session::on_stream_close(h2::H2Conn*, int32_t, uint32_t) {
   closed_ = true;
   mode_ = Mode::kDone;
   if (leg_) leg_->abandon();
-  if (idle_leg_) idle_leg_->abandon();
-  leg_ = idle_leg_ = nullptr;
+  leg_ = nullptr;
   timeout_.stop();
   retry_timer_.stop();
   delay_timer_.stop();

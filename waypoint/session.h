@@ -119,7 +119,6 @@ class Session : public h2::StreamHandler, public Http1Handler {
   std::unique_ptr<Http1Parser> parser_;
   std::unique_ptr<Exchange> ex_;
   UpstreamLeg* leg_ = nullptr;       // the attempt in flight (or the opaque leg)
-  UpstreamLeg* idle_leg_ = nullptr;  // kept alive between requests
   Timer timeout_, retry_timer_, delay_timer_, head_timer_;
   bool head_timing_ = false;  // a request head has started and not ended
   bool in_process_ = false, again_ = false;

@@ -12,10 +12,6 @@ void Session::up_drained(UpstreamLeg* l) {
 }
 
 void Session::up_failed(UpstreamLeg* l, UpFailure f, const std::string& why) {
-  if (l == idle_leg_) {
-    idle_leg_ = nullptr;
-    return;
-  }
   if (l != leg_) return;
   leg_ = nullptr;
   if (closed_) return;
@@ -216,8 +212,7 @@ void Session::finish_exchange() {
   p_.export_span(e.rec, e.span);
   if (leg_) {
     if (leg_->reusable() && e.request_complete) {
-      if (idle_leg_) idle_leg_->abandon();
-      idle_leg_ = leg_;
+      p_.park(leg_);
     } else {
       leg_->abandon();
     }

@@ -366,14 +366,14 @@ void Session::start_attempt() {
   d.upstream_cluster = "outbound|" + std::to_string(e.port) + "|" + e.subset + "|" + d.service_host;
 
   std::string auth = pk.addr.to_string();
-  if (idle_leg_ && (!idle_leg_->reusable() || idle_leg_->authority() != auth ||
-                    (e.cb && !e.cb->connection_reusable(idle_leg_->requests)))) {
-    idle_leg_->abandon();
-    idle_leg_ = nullptr;
+  UpstreamLeg* idle = p_.take(auth, pk.ep->identity.str());
+  if (idle && e.cb && !e.cb->connection_reusable(idle->requests)) {  // maxRequestsPerConnection
+    idle->abandon();
+    idle = nullptr;
   }
-  if (idle_leg_) {
-    leg_ = idle_leg_;
-    idle_leg_ = nullptr;
+  if (idle) {
+    leg_ = idle;
+    leg_->set_owner(this);
   } else {
     hbone::PoolKey key{state_->self.identity, pk.ep->identity, SockAddr{pk.addr.ip, 15008},
                        state_->self.address};

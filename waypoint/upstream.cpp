@@ -63,6 +63,7 @@ void UpstreamLeg::die() {
   dying_ = true;
   state_ = State::kDone;
   owner_ = nullptr;
+  if (parked) p_.unpark(this);
   UpstreamLeg* self = this;
   defer(p_.loop(), [self] { delete self; });
 }
@@ -122,8 +123,7 @@ void UpstreamLeg::expect_response(std::string_view method) {
 
 bool UpstreamLeg::reusable() const {
   return state_ == State::kOpen && !dying_ && !in_response_ && response_keep_alive_ && !peer_ended_ &&
-         !ended_ && parser_ && parser_->idle() && !parser_->closed() && unparsed_.empty() &&
-         requests < 1000;
+         !ended_ && !raw_ && parser_ && !parser_->closed() && !parser_->upgraded() && requests < 1000;
 }
 
 void UpstreamLeg::on_headers(h2::H2Conn*, int32_t, h2::Headers&& h, bool end_stream) {
@@ -145,8 +145,9 @@ void UpstreamLeg::on_headers(h2::H2Conn*, int32_t, h2::Headers&& h, bool end_str
 
 void UpstreamLeg::on_data(h2::H2Conn*, int32_t, const uint8_t* data, size_t len) {
   if (state_ != State::kOpen) return;
-  if (!owner_) {  // nobody wants the answer (a mirror, or abandoned): drop it
+  if (!owner_) {  // nobody wants the answer (a mirror), or bytes on an idle leg
     conn_->consume(sid_, len);
+    if (parked) abandon();
     return;
   }
   unparsed_.append(reinterpret_cast<const char*>(data), len);
@@ -197,6 +198,7 @@ void UpstreamLeg::resume() { pump(); }
 
 void UpstreamLeg::on_end_stream(h2::H2Conn*, int32_t) {
   peer_ended_ = true;
+  if (parked) return abandon();  // the upstream closed an idle connection
   pump();
 }
 

@@ -36,11 +36,14 @@ class UpstreamLeg : public h2::StreamHandler, public Http1Handler {
   void resume();                         // the downstream drained: read again
   // HTTP mode: the method of the request the next response answers.
   void expect_response(std::string_view method);
-  bool reusable() const;                 // open, idle, keep-alive
+  // Open, its last response complete and keep-alive (may be asked from
+  // inside the response's on_complete).
+  bool reusable() const;
   bool open_ok() const { return state_ == State::kOpen; }
   const std::string& authority() const { return authority_; }
   const hbone::PoolKey& key() const { return key_; }
   uint64_t requests = 0;
+  bool parked = false;  // in the proxy's idle pool (Proxy::park)
 
   // h2::StreamHandler
   void on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) override;

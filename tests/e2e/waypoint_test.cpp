@@ -42,6 +42,12 @@ TEST_CASE("waypoint: requests to a service behind it are routed there and reach 
   CHECK(v1.requests() + v2.requests() == 4);
   CHECK(v1.requests() >= 1);
   CHECK(v2.requests() >= 1);
+  // Upstream keep-alive: one connection per pod, reused (a new HBONE stream and
+  // backend connection per request would show here).
+  for (int i = 0; i < 6; ++i) REQUIRE(c.request("GET", "/again").status == 200);
+  auto c2 = w.connect();
+  for (int i = 0; i < 4; ++i) REQUIRE(c2.request("GET", "/other-client").status == 200);
+  CHECK(v1.connections() + v2.connections() <= 3);
   // The backend saw the proxy's headers and the client's address.
   auto seen = v1.seen();
   REQUIRE(!seen.empty());
@@ -54,7 +60,7 @@ TEST_CASE("waypoint: requests to a service behind it are routed there and reach 
                    {{"reporter", "waypoint"},
                     {"response_code", "200"},
                     {"source_workload", "sleep"},
-                    {"destination_service", "echo.default.svc.cluster.local"}}) == 4);
+                    {"destination_service", "echo.default.svc.cluster.local"}}) == 14);
   // Access log: one JSON line per request.
   CHECK(wait_until([&] { return read_file(w.access_log()).find("/hello?x=3") != std::string::npos; }, 5s));
 }
