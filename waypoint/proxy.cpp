@@ -306,6 +306,17 @@ UpstreamLeg* Proxy::take(const std::string& authority, const std::string& identi
   return nullptr;
 }
 
+bool Proxy::evict_idle(const CircuitBreaker* cb) {
+  for (auto& [k, v] : idle_)
+    for (auto* leg : v)
+      if (leg->breaker() == cb) {
+        unpark(leg);
+        leg->abandon();
+        return true;
+      }
+  return false;
+}
+
 void Proxy::unpark(UpstreamLeg* leg) {
   auto it = idle_.find(leg->authority() + "|" + leg->key().dst_identity);
   if (it == idle_.end()) return;

@@ -91,6 +91,9 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   void park(UpstreamLeg* leg);
   UpstreamLeg* take(const std::string& authority, const std::string& identity);
   void unpark(UpstreamLeg* leg);  // the leg is going away
+  // Closes one idle leg counted by `cb` (a connection slot of a full cluster
+  // is better spent on the endpoint a request is waiting for); false if none.
+  bool evict_idle(const CircuitBreaker* cb);
   size_t idle_legs() const { return idle_count_; }
 
   // hbone::PoolEnv

@@ -379,7 +379,11 @@ void Session::start_attempt() {
                        state_->self.address};
     std::shared_ptr<CircuitBreaker> conn_cb;
     if (e.cb) {
-      if (!e.cb->admit_connection()) {
+      // At the limit with idle connections of this cluster to other pods:
+      // close one of those rather than refuse.
+      bool admitted = e.cb->admit_connection();
+      while (!admitted && p_.evict_idle(e.cb.get())) admitted = e.cb->admit_connection();
+      if (!admitted) {
         attempt_done(Outcome::connect_failure(), false);
         return local_reply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
                            "UO", "upstream_reset_before_response_started{overflow}");

@@ -61,6 +61,8 @@ void UpstreamLeg::fail(int kind, const std::string& why) {
 void UpstreamLeg::die() {
   if (dying_) return;
   dying_ = true;
+  if (cb_) cb_->release_connection();  // the slot frees now, not when the object goes
+  cb_.reset();
   state_ = State::kDone;
   owner_ = nullptr;
   if (parked) p_.unpark(this);

@@ -44,6 +44,7 @@ class UpstreamLeg : public h2::StreamHandler, public Http1Handler {
   const hbone::PoolKey& key() const { return key_; }
   uint64_t requests = 0;
   bool parked = false;  // in the proxy's idle pool (Proxy::park)
+  const CircuitBreaker* breaker() const { return cb_.get(); }
 
   // h2::StreamHandler
   void on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) override;
