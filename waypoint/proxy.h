@@ -48,6 +48,7 @@ struct Cluster {
   OutlierDetector outlier;
   std::shared_ptr<CircuitBreaker> cb = std::make_shared<CircuitBreaker>();
   std::map<std::string, uint32_t, std::less<>> active;
+  std::vector<std::string> endpoints;  // the outlier detector's set, as last given
 };
 
 class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {

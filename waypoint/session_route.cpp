@@ -43,19 +43,23 @@ Session::Pick Session::pick_endpoint(const std::string& host, uint16_t port, con
   Cluster& cl = p_.cluster(host, subset, policy);
   p.cluster = &cl;
   std::vector<const config::Workload*> ws;
-  std::vector<std::string> keys;
+  std::vector<std::string_view> keys;  // uids, alive with the snapshot
   for (std::string_view uid : svc->endpoints) {
     const auto* w = st.mesh->workload_by_uid(uid);
     if (!w || w->ips.empty()) continue;
     if (ss && !subset_matches(*ss, w->labels())) continue;
     ws.push_back(w);
-    keys.emplace_back(uid);
+    keys.push_back(uid);
   }
   if (ws.empty()) {
     p.error = "no endpoints";
     return p;
   }
-  cl.outlier.set_endpoints(keys);
+  // The detector's endpoint set is rebuilt only when it changed, not per request.
+  if (!std::equal(keys.begin(), keys.end(), cl.endpoints.begin(), cl.endpoints.end())) {
+    cl.endpoints.assign(keys.begin(), keys.end());
+    cl.outlier.set_endpoints(cl.endpoints);
+  }
   auto now = std::chrono::steady_clock::now();
   std::vector<Endpoint> eps;
   eps.reserve(ws.size());
