@@ -1,59 +1,16 @@
 #include "destination_rule.h"
 
+#include "spec_json.h"
+
 #include <algorithm>
 #include <set>
 
 namespace warren::waypoint {
 
 using nlohmann::json;
+using namespace spec;
 
 namespace {
-
-// Thrown inside one rule's compilation, caught in build() (one bad rule
-// rejects only itself).
-struct SpecError {
-  std::string ptr, why;
-};
-[[noreturn]] void fail(const std::string& p, std::string why) {
-  throw SpecError{p, std::move(why)};
-}
-
-const json* get(const json& o, const char* k) {
-  if (!o.is_object()) return nullptr;
-  auto it = o.find(k);
-  return it == o.end() || it->is_null() ? nullptr : &*it;
-}
-std::string p_(const std::string& p, const char* k) {
-  return p + "/" + k;
-}
-std::string p_(const std::string& p, size_t i) {
-  return p + "/" + std::to_string(i);
-}
-const json& object(const json& v, const std::string& p) {
-  if (!v.is_object()) fail(p, "must be an object");
-  return v;
-}
-const json& list(const json& v, const std::string& p) {
-  if (!v.is_array()) fail(p, "must be a list");
-  return v;
-}
-std::string string(const json& v, const std::string& p) {
-  if (!v.is_string()) fail(p, "must be a string");
-  return v.get<std::string>();
-}
-int64_t integer(const json& v, const std::string& p, int64_t lo, int64_t hi, const char* what) {
-  if (!v.is_number_integer() ||
-      (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi)) ||
-      v.get<int64_t>() < lo || v.get<int64_t>() > hi)
-    fail(p, std::string("must be ") + what);
-  return v.get<int64_t>();
-}
-std::chrono::milliseconds duration(const json& v, const std::string& p, bool positive) {
-  auto d = spec::parse_duration(string(v, p));
-  if (!d) fail(p, d.error().message);
-  if (positive && d->count() < 1) fail(p, "must be at least 1ms");
-  return *d;
-}
 
 // One policy level as written: absent sections stay absent for the merge.
 struct Sections {
@@ -327,7 +284,7 @@ DestinationRules DestinationRules::build(const std::vector<json>& rules, const R
         return v && v->is_string() ? v->get<std::string>() : std::string();
       };
       std::string ns = s("namespace").empty() ? "default" : s("namespace");
-      errors->push_back("DestinationRule " + ns + "/" + s("name") + ": " + e.ptr + ": " + e.why);
+      errors->push_back("DestinationRule " + ns + "/" + s("name") + ": " + e.text());
     }
   }
   std::stable_sort(compiled.begin(), compiled.end(),
