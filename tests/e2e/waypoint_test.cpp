@@ -582,3 +582,46 @@ TEST_CASE("waypoint: a mirror gets a copy of each request with a shadow host and
   CHECK(seen[0].body.rfind("payload-", 0) == 0);
   CHECK(v1.requests() == 5);
 }
+
+TEST_CASE("waypoint: a Gateway API HTTPRoute attached to the service routes rewrites and splits", "[e2e][waypoint]") {
+  WaypointMesh w;
+  // A second service for the v2 pod: HTTPRoute backends are Services.
+  w.s.m.add_service("echo-v2", w.s.m.ip(101), 80, 8080, {"echo-2"});
+  w.routing["httpRoutes"] = json::array({json::parse(R"({
+    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+    "metadata": {"name": "echo", "namespace": "default"},
+    "spec": {
+      "parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+      "rules": [
+        {"matches": [{"headers": [{"name": "x-canary", "value": "yes"}]}],
+         "backendRefs": [{"name": "echo-v2", "port": 80}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/catalog"}}],
+         "filters": [{"type": "URLRewrite",
+                      "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/shop"}}},
+                     {"type": "ResponseHeaderModifier",
+                      "responseHeaderModifier": {"set": [{"name": "x-served-by", "value": "httproute"}]}}],
+         "backendRefs": [{"name": "echo-v2", "port": 80}]},
+        {"matches": [{"path": {"type": "Exact", "value": "/old"}}],
+         "filters": [{"type": "RequestRedirect", "requestRedirect": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/new"}, "statusCode": 301}}]},
+        {"backendRefs": [{"name": "echo", "port": 80, "weight": 1}]}
+      ]}})")});
+  HttpBackend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  auto c = w.connect();
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.request("GET", "/reviews", {{"x-canary", "yes"}});
+    REQUIRE(r.status == 200);
+    CHECK(r.header("x-backend") == "v2");
+  }
+  auto r = c.request("GET", "/catalog/item/7?q=1");
+  REQUIRE(r.status == 200);
+  CHECK(r.body == "v2 GET /shop/item/7?q=1\n");
+  CHECK(r.header("x-served-by") == "httproute");
+  auto redirect = c.request("GET", "/old");
+  CHECK(redirect.status == 301);
+  CHECK(redirect.header("location").find("/new") != std::string::npos);
+  // The catch-all rule: the echo service, either pod.
+  auto rest = spread(w, 40, 2);
+  CHECK(rest["v1"] + rest["v2"] == 40);
+  CHECK(v2.requests() >= 6);
+}
