@@ -32,8 +32,11 @@ NICE = int(os.environ.get("BENCH_NICE", "-19"))
 RT_RATE = os.environ.get("BENCH_RT_RATE", "1") == "1"  # SCHED_FIFO during the latency run
 PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"  # perf record the waypoint (round 1 saturation)
 KEEP = os.environ.get("BENCH_KEEP", "0") == "1"
-SYSTEMS = os.environ.get("BENCH_SYSTEMS", "direct,l4,waypoint,nginx,haproxy").split(",")
-PEERS = ["nginx", "haproxy"]
+SYSTEMS = os.environ.get("BENCH_SYSTEMS", "direct,l4,waypoint,nginx,haproxy,nginx3,haproxy3").split(",")
+# The targets compare with the peers in the same topology (three proxies, two mTLS hops) when they ran,
+# else with the two-process peers; both are reported.
+PEERS3, PEERS2 = ["nginx3", "haproxy3"], ["nginx", "haproxy"]
+PEERS = PEERS3
 OUT = os.environ.get("BENCH_OUT", "")
 
 P = "127.0.70."
@@ -45,6 +48,9 @@ VIP_WP, VIP_L4 = P + "100", P + "101"
 APP_PORT = 8080
 NGINX_FRONT, NGINX_BACK = (CLIENT_IP, 17001), (BACKEND_L4, 17002)
 HAPROXY_FRONT, HAPROXY_BACK = (CLIENT_IP, 17101), (BACKEND_L4, 17102)
+# The peers in the waypoint's topology ("nginx3", "haproxy3"): client-side proxy -mTLS-> L7 proxy in
+# the waypoint's place -mTLS-> server-side proxy, three processes and two mTLS hops as on the warren path.
+NGINX_MID, HAPROXY_MID = (WAYPOINT_IP, 17003), (WAYPOINT_IP, 17103)
 CIPHER = "TLS_AES_128_GCM_SHA256"
 
 procs = []
@@ -275,10 +281,10 @@ def make_pki(bins):
     run([bins["ctl"], "dev-ca", "init", "--out", certs])
     run([bins["ctl"], "dev-ca", "issue-config", "--ca", certs, "--config", os.path.join(d, "node-a.json")])
     peers = os.path.join(WORK, "peer-certs")
-    for sa in ("peer-front", "peer-back"):
+    for sa in ("peer-front", "peer-mid", "peer-back"):
         run([bins["ctl"], "dev-ca", "issue", "--ca", certs, "-n", "default", "-s", sa, "--out", peers])
     pki = {"ca": os.path.join(certs, "root-cert.pem")}
-    for sa in ("peer-front", "peer-back"):
+    for sa in ("peer-front", "peer-mid", "peer-back"):
         base = os.path.join(peers, "default", sa)
         pki[sa] = (os.path.join(base, "cert-chain.pem"), os.path.join(base, "key.pem"))
         with open(os.path.join(base, "both.pem"), "w") as f:  # HAProxy: cert + key in one file
@@ -327,7 +333,11 @@ def start_waypoint(bins, mesh_dir, _pki):
     return ps, wp
 
 
-def start_nginx(_bins, _mesh, pki):
+def start_nginx3(bins, mesh, pki):
+    return start_nginx(bins, mesh, pki, tiers=3)
+
+
+def start_nginx(_bins, _mesh, pki, tiers=2):
     d = os.path.join(WORK, "nginx")
     os.makedirs(d, exist_ok=True)
     head = """worker_processes 1;
@@ -349,8 +359,9 @@ http {{
     # upstream connections kept alive. The dev CA's certificates carry only a SPIFFE URI SAN,
     # which nginx's name check cannot match: the client side does not verify the server
     # (proxy_ssl_verify off); the server side requires and verifies client certificates.
+    front_to = NGINX_MID if tiers == 3 else NGINX_BACK
     front = head.format(d=d, side="front") + f"""  upstream back {{
-    server {NGINX_BACK[0]}:{NGINX_BACK[1]};
+    server {front_to[0]}:{front_to[1]};
     keepalive 256;
     keepalive_requests 1000000;
   }}
@@ -391,17 +402,51 @@ http {{
   }}
 }}
 """
+    # The L7 proxy in the waypoint's place: mTLS in (client certificate required), path route, mTLS out.
+    mid = head.format(d=d, side="mid") + f"""  upstream back {{
+    server {NGINX_BACK[0]}:{NGINX_BACK[1]};
+    keepalive 256;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen {NGINX_MID[0]}:{NGINX_MID[1]} ssl;
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites {CIPHER};
+    ssl_certificate {pki['peer-mid'][0]};
+    ssl_certificate_key {pki['peer-mid'][1]};
+    ssl_client_certificate {pki['ca']};
+    ssl_verify_client on;
+    location / {{
+      proxy_pass https://back;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_conf_command Ciphersuites {CIPHER};
+      proxy_ssl_certificate {pki['peer-mid'][0]};
+      proxy_ssl_certificate_key {pki['peer-mid'][1]};
+      proxy_ssl_session_reuse on;
+      proxy_ssl_verify off;
+    }}
+  }}
+}}
+"""
+    sides = [("back", back, NGINX_BACK)] + ([("mid", mid, NGINX_MID)] if tiers == 3 else []) + [
+        ("front", front, NGINX_FRONT)]
     ps = []
-    for side, conf, addr in (("back", back, NGINX_BACK), ("front", front, NGINX_FRONT)):
+    for side, conf, addr in sides:
         path = os.path.join(d, f"{side}.conf")
         with open(path, "w") as f:
             f.write(conf)
         ps.append(start(f"nginx-{side}", ["nginx", "-p", d, "-e", f"{d}/{side}.err", "-c", path]))
         wait_port(*addr, proc=ps[-1])
-    return ps, ps[1]
+    return ps, ps[1]  # the L7 proxy: mid with three tiers, else the client side
 
 
-def start_haproxy(_bins, _mesh, pki):
+def start_haproxy3(bins, mesh, pki):
+    return start_haproxy(bins, mesh, pki, tiers=3)
+
+
+def start_haproxy(_bins, _mesh, pki, tiers=2):
     d = os.path.join(WORK, "haproxy")
     os.makedirs(d, exist_ok=True)
     common = """global
@@ -423,7 +468,13 @@ defaults
   bind {HAPROXY_FRONT[0]}:{HAPROXY_FRONT[1]}
   use_backend tls_out if {{ path_beg / }}
 backend tls_out
-  server s {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-front-pem']} {tls}
+  server s {(HAPROXY_MID if tiers == 3 else HAPROXY_BACK)[0]}:{(HAPROXY_MID if tiers == 3 else HAPROXY_BACK)[1]} ssl crt {pki['peer-front-pem']} {tls}
+"""
+    mid = common + f"""frontend tls_in
+  bind {HAPROXY_MID[0]}:{HAPROXY_MID[1]} ssl crt {pki['peer-mid-pem']} {tls}
+  use_backend tls_out if {{ path_beg / }}
+backend tls_out
+  server s {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-mid-pem']} {tls}
 """
     back = common + f"""frontend tls_in
   bind {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-back-pem']} {tls}
@@ -431,8 +482,10 @@ backend tls_out
 backend app
   server app {BACKEND_L4}:{APP_PORT}
 """
+    sides = [("back", back, HAPROXY_BACK)] + ([("mid", mid, HAPROXY_MID)] if tiers == 3 else []) + [
+        ("front", front, HAPROXY_FRONT)]
     ps = []
-    for side, conf, addr in (("back", back, HAPROXY_BACK), ("front", front, HAPROXY_FRONT)):
+    for side, conf, addr in sides:
         path = os.path.join(d, f"{side}.cfg")
         with open(path, "w") as f:
             f.write(conf)
@@ -447,7 +500,7 @@ def start_direct(*_):
 
 
 STARTERS = {"direct": start_direct, "l4": start_l4, "waypoint": start_waypoint, "nginx": start_nginx,
-            "haproxy": start_haproxy}
+            "haproxy": start_haproxy, "nginx3": start_nginx3, "haproxy3": start_haproxy3}
 
 
 def client_args(system):
@@ -457,7 +510,7 @@ def client_args(system):
         return ["-c", f"{VIP_L4}:80", "-s", f"{NODE_A}:15080", "-b", CLIENT_IP]
     if system == "waypoint":
         return ["-c", f"{VIP_WP}:80", "-s", f"{NODE_A}:15080", "-b", CLIENT_IP]
-    host, port = NGINX_FRONT if system == "nginx" else HAPROXY_FRONT
+    host, port = NGINX_FRONT if system.startswith("nginx") else HAPROXY_FRONT
     return ["-c", f"{host}:{port}", "-b", CLIENT_IP]
 
 
@@ -595,7 +648,10 @@ def fmt(v, nd=None):
 
 
 def report(res, notes, extra, meta, started):
-    systems = [s for s in ["direct", "l4", "waypoint", "nginx", "haproxy"] if s in res]
+    global PEERS
+    systems = [s for s in ["direct", "l4", "waypoint", "nginx3", "haproxy3", "nginx", "haproxy"] if s in res]
+    if not any(p in res for p in PEERS3):
+        PEERS = PEERS2
     direct_p99 = med(res, "direct", "rate_p99_us")
     direct_p50 = med(res, "direct", "rate_p50_us")
     rows = [
@@ -620,16 +676,17 @@ def report(res, notes, extra, meta, started):
             res[s]["added_p50"] = [med(res, s, "rate_p50_us") - direct_p50]
             res[s]["added_p90"] = [med(res, s, "rate_p90_us") - med(res, "direct", "rate_p90_us")]
 
-    def ratio(key, better):
+    def ratio(key, better, group=None):
         w = med(res, "waypoint", key)
-        peers = [med(res, p, key) for p in PEERS if med(res, p, key) is not None]
+        peers = [med(res, p, key) for p in (group or PEERS) if med(res, p, key) is not None]
         if w is None or not peers:
             return None
         best = max(peers) if better == "hi" else min(peers)
         return w / best if best else None
 
     lines = []
-    lines.append("| metric | " + " | ".join(systems) + " | waypoint / best peer |")
+    peer_kind = "three-tier" if PEERS is PEERS3 else "two-process"
+    lines.append("| metric | " + " | ".join(systems) + f" | waypoint / best {peer_kind} peer |")
     lines.append("|---|" + "---|" * (len(systems) + 1))
     for label, key, better in rows:
         cells = [fmt(med(res, s, key)) for s in systems]
@@ -657,8 +714,14 @@ def report(res, notes, extra, meta, started):
     if t1 is not None:
         targets.append(f"- requests per proxy CPU-second >= 1.5x best of nginx/HAProxy (all proxy processes of the "
                        f"path): {fmt(t1)}x -> {'MET' if t1 >= 1.5 else 'NOT MET'}")
+    if t1 is not None:
+        targets[-1] = targets[-1].replace("best of nginx/HAProxy", f"best of nginx/HAProxy ({peer_kind})")
+    t2 = ratio("req_per_cpu_s", "hi", PEERS2) if PEERS is PEERS3 else None
+    if t2 is not None:
+        targets.append(f"  (against the two-process peers, one mTLS hop: {fmt(t2)}x)")
     if t1b is not None:
-        targets.append(f"- same, counting only the L7 proxy process (waypoint vs the client-side nginx/HAProxy): "
+        targets.append(f"- same, counting only the L7 proxy process (waypoint vs the peers' "
+                       f"{'middle' if PEERS is PEERS3 else 'client-side'} proxy): "
                        f"{fmt(t1b)}x -> {'MET' if t1b >= 1.5 else 'NOT MET'}")
     wa = med(res, "waypoint", "added_p99")
     pa = [med(res, p, "added_p99") for p in PEERS if med(res, p, "added_p99") is not None]
@@ -714,7 +777,7 @@ def main():
     started = datetime.datetime.utcnow()
     busy = [(h, p) for h, p in [(BACKEND_L4, APP_PORT), (BACKEND_WP, APP_PORT), (BACKEND_L4, 15008),
                                 (NODE_A, 15080), (WAYPOINT_IP, 15008), (*NGINX_FRONT,), (*NGINX_BACK,),
-                                (*HAPROXY_FRONT,), (*HAPROXY_BACK,)] if not port_free(h, p)]
+                                (*NGINX_MID,), (*HAPROXY_FRONT,), (*HAPROXY_BACK,), (*HAPROXY_MID,)] if not port_free(h, p)]
     if busy:
         sys.exit(f"ports in use (another bench running?): {busy}")
     WORK = tempfile.mkdtemp(prefix="warren-bench-l7-")
@@ -783,7 +846,9 @@ def main():
                               "entry from the client workload address",
             "paths": "direct: client -> backend; l4: client -> node-a -HBONE-> node-b -> backend; waypoint: client "
                      "-> node-a -HBONE-> warren-waypoint -HBONE-> node-b -> backend (VirtualService prefix / "
-                     "route); nginx / haproxy: client -> L7 proxy (plain HTTP in) -mTLS-> L7 proxy -> backend",
+                     "route); nginx3 / haproxy3 (the same topology): client -> client-side proxy -mTLS-> L7 proxy in the "
+                     "waypoint's place -mTLS-> server-side proxy -> backend; nginx / haproxy: client -> L7 proxy "
+                     "(plain HTTP in) -mTLS-> L7 proxy -> backend",
             "TLS": f"1.3 only, {CIPHER} for the peers (warren negotiates its own default), ECDSA P-256 from "
                    "warrenctl dev-ca, client certificates required and verified; one worker/thread per process",
             "binaries": f"{BUILD} (warren-node built {bins['node_mtime']}, warren-waypoint {bins['waypoint_mtime']}); "
