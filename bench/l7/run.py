@@ -30,7 +30,10 @@ RATE = int(os.environ.get("BENCH_RATE", "2000"))  # fixed-rate latency run, req/
 RATE_CONNS = int(os.environ.get("BENCH_RATE_CONNS", "4"))
 NICE = int(os.environ.get("BENCH_NICE", "-19"))
 RT_RATE = os.environ.get("BENCH_RT_RATE", "1") == "1"  # SCHED_FIFO during the latency run
-PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"  # perf record the waypoint (round 1 saturation)
+# perf record processes of the waypoint path in an extra saturation run: "1" = the waypoint, or a
+# comma-separated list of process names (warren-waypoint, warren-node-a, warren-node-b).
+_PROF = os.environ.get("BENCH_PROFILE", "0")
+PROFILE = [] if _PROF in ("", "0") else (["warren-waypoint"] if _PROF == "1" else _PROF.split(","))
 KEEP = os.environ.get("BENCH_KEEP", "0") == "1"
 SYSTEMS = os.environ.get("BENCH_SYSTEMS", "direct,l4,waypoint,nginx,haproxy,nginx3,haproxy3").split(",")
 # The targets compare with the peers in the same topology (three proxies, two mTLS hops) when they ran,
@@ -155,6 +158,20 @@ def tree_pids(root):
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def syscalls(pids):
+    """read/write-family system calls so far (/proc/PID/io syscr + syscw: read, readv, write, writev; not
+    send/recv, so HAProxy, which uses those, shows 0: compare warren's processes with nginx's only)."""
+    n = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/io") as f:
+                io = dict(line.split(":") for line in f.read().splitlines() if ":" in line)
+            n += int(io["syscr"]) + int(io["syscw"])
+        except (OSError, KeyError, ValueError):
+            pass
+    return n
 
 
 def cpu_secs(pids):
@@ -581,14 +598,18 @@ def measure(system, exe, ps, l7, rnd, res, notes, extra):
     per = {p.bench_name: tree_pids(p.pid) for p in ps}
     c0, l0 = cpu_secs(pids), cpu_secs(l7pids)
     per0 = {k: cpu_secs(v) for k, v in per.items()}
+    sc0 = {k: syscalls(v) for k, v in per.items()}
     a0 = backend_accepted()
     m, line = client(exe, "sat", system, "-n", str(CONNS), "-t", str(DUR))
     a1 = backend_accepted()
     c1, l1 = cpu_secs(pids), cpu_secs(l7pids)
     per1 = {k: cpu_secs(v) for k, v in per.items()}
+    sc1 = {k: syscalls(v) for k, v in per.items()}
     cpu, l7cpu = c1 - c0, l1 - l0
     log(f"  {system} sat: {line}  proxy_cpu_s={cpu:.2f} l7_cpu_s={l7cpu:.2f} backend_accepted={a1 - a0 if a0 is not None and a1 is not None else '?'} "
-        + " ".join(f"{k}={per1[k] - per0[k]:.2f}" for k in per))
+        + " ".join(f"{k}={per1[k] - per0[k]:.2f}" for k in per)
+        + (" io_syscalls_per_req " + " ".join(f"{k}={(sc1[k] - sc0[k]) / m['requests']:.2f}" for k in per)
+           if m.get("requests") else ""))
     if m.get("errors") or m.get("bad_status") or "error" in m:
         notes.append(f"{system} round {rnd + 1}: saturation: {line}")
     r = res.setdefault(system, {})
@@ -609,6 +630,7 @@ def measure(system, exe, ps, l7, rnd, res, notes, extra):
             r.setdefault("cpu_" + k, []).append(per1[k] - per0[k])
             if reqs:
                 r.setdefault("us_" + k, []).append((per1[k] - per0[k]) / reqs * 1e6)
+                r.setdefault("sc_" + k, []).append((sc1[k] - sc0[k]) / reqs)
         if reqs:
             r.setdefault("us_per_req", []).append(cpu / reqs * 1e6)
     check_alive(system, ps)
@@ -704,7 +726,9 @@ def report(res, notes, extra, meta, started):
         keys = sorted(k for k in res.get(s, {}) if k.startswith("cpu_") and k not in ("cpu_s", "cpu_per_s"))
         if keys:
             split.append(f"- {s}: " + ", ".join(f"{k[4:]} {fmt(med(res, s, k), 2)} s "
-                                                f"({fmt(med(res, s, 'us_' + k[4:]))} µs/request)" for k in keys)
+                                                f"({fmt(med(res, s, 'us_' + k[4:]))} µs/request, "
+                                                f"{fmt(med(res, s, 'sc_' + k[4:]))} read/write-family syscalls/request)"
+                                                for k in keys)
                          + f"; total {fmt(med(res, s, 'cpu_s'), 2)} s over {DUR:g} s "
                          f"({fmt(med(res, s, 'us_per_req'))} µs/request)")
 
@@ -756,10 +780,10 @@ def report(res, notes, extra, meta, started):
         f.write("\n## Targets (issue 5)\n\n" + ("\n".join(targets) or "- not computed") + "\n")
         f.write("\n## Proxy CPU by process during the saturation run (median CPU-seconds, and per request)\n\n" + "\n".join(split) + "\n")
         f.write("\n## Every round\n\n" + "\n".join(raw) + "\n")
-        if extra.get("perf_waypoint"):
-            f.write("\n## perf: warren-waypoint during an extra saturation run (not counted; self time)\n\n"
+        for name, top in extra.get("perf", {}).items():
+            f.write(f"\n## perf: {name} during an extra saturation run (not counted; self time)\n\n"
                     f"Client during that run: `{extra.get('perf_line', '')}`\n\n```\n"
-                    + "\n".join(extra["perf_waypoint"]) + "\n```\n")
+                    + "\n".join(top) + "\n```\n")
         if notes:
             f.write("\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     log(f"wrote {path}")
@@ -814,13 +838,13 @@ def main():
                     stop(ps)
         if PROFILE and "waypoint" in SYSTEMS:
             # An extra saturation run, not counted: perf slows what it samples.
-            log("== waypoint profile (perf record, not counted)")
-            ps, wp = start_waypoint(bins, mesh_dir, pki)
+            log(f"== waypoint path profile of {', '.join(PROFILE)} (perf record, not counted)")
+            ps, _ = start_waypoint(bins, mesh_dir, pki)
             try:
                 probe("waypoint", exe)
-                prof = start_perf(wp.pid, "waypoint")
+                profs = {p.bench_name: start_perf(p.pid, p.bench_name) for p in ps if p.bench_name in PROFILE}
                 _, line = client(exe, "sat", "waypoint", "-n", str(CONNS), "-t", str(DUR))
-                extra["perf_waypoint"] = finish_perf(*prof)
+                extra["perf"] = {name: finish_perf(*prof) for name, prof in profs.items()}
                 extra["perf_line"] = line
             finally:
                 stop(ps)
