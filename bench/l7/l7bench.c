@@ -15,6 +15,11 @@
 //       Latency counts from the scheduled time, so a late reply also charges
 //       the requests queued behind it (no coordinated omission).
 //
+// HTTP/2: the server answers HTTP/2 (h2c, prior knowledge) on any connection
+// that starts with the HTTP/2 preface, HTTP/1.1 otherwise. The client speaks
+// h2c with -2, keeping -m STREAMS requests in flight per connection in sat
+// mode (default 10) and up to -m (default 100) per connection in rate mode.
+//
 // With -s the client connects to a SOCKS5 entry (RFC 1928, CONNECT, no auth)
 // and asks it for -c; otherwise it connects to -c directly. -b binds the
 // client's source address (warren-node names the source workload by it).
@@ -38,6 +43,8 @@
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
 
 static struct sockaddr_in g_target, g_socks, g_bind;
 static int g_use_socks = 0, g_use_bind = 0;
@@ -139,6 +146,7 @@ struct sconn {
   size_t in_len;
   char* out;
   size_t out_off, out_len, out_cap;
+  nghttp2_session* h2;  // after the HTTP/2 preface
 };
 static char* g_resp;
 static size_t g_resp_len;
@@ -153,6 +161,77 @@ static int is_listener(void* p, int* lfds, int nl) {
   for (int i = 0; i < nl; i++)
     if (p == (void*)(intptr_t)(i + 1)) return lfds[i];
   return -1;
+}
+
+
+// ---------------------------------------------------------------- HTTP/2 (both sides)
+static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void out_append(char** out, size_t* off, size_t* len, size_t* cap, const uint8_t* d, size_t n) {
+  if (*off + *len + n > *cap) {
+    if (*off) {
+      memmove(*out, *out + *off, *len);
+      *off = 0;
+    }
+    if (*len + n > *cap) {
+      *cap = (*len + n) * 2;
+      *out = realloc(*out, *cap);
+    }
+  }
+  memcpy(*out + *off + *len, d, n);
+  *len += n;
+}
+
+static ssize_t body_read(nghttp2_session* s, int32_t sid, uint8_t* buf, size_t len, uint32_t* flags,
+                         nghttp2_data_source* src, void* ud) {
+  (void)s, (void)sid, (void)src, (void)ud;
+  size_t n = (size_t)g_body < len ? (size_t)g_body : len;  // bodies fit one frame (-z <= 16384)
+  memset(buf, 'b', n);
+  *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
+static int srv_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* ud) {
+  (void)ud;
+  if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    char cl[16];
+    snprintf(cl, sizeof cl, "%d", g_body);
+    nghttp2_nv hdrs[] = {
+        {(uint8_t*)":status", (uint8_t*)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t*)"content-type", (uint8_t*)"text/plain", 12, 10, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t*)"content-length", (uint8_t*)cl, 14, strlen(cl), NGHTTP2_NV_FLAG_NONE},
+    };
+    nghttp2_data_provider prd = {.read_callback = body_read};
+    nghttp2_submit_response(s, f->hd.stream_id, hdrs, 3, &prd);
+  }
+  return 0;
+}
+
+static nghttp2_session* h2_server_session(void* ud) {
+  nghttp2_session_callbacks* cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, srv_frame_recv);
+  nghttp2_session* s;
+  nghttp2_session_server_new(&s, cb, ud);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
+                                 {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+  nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, iv, 2);
+  return s;
+}
+
+// Feeds input to the session and queues everything it wants to send; -1 on a protocol error.
+static int h2_pump(nghttp2_session* s, const char* in, size_t n, char** out, size_t* off, size_t* len,
+                   size_t* cap) {
+  if (n && nghttp2_session_mem_recv(s, (const uint8_t*)in, n) < 0) return -1;
+  for (;;) {
+    const uint8_t* d;
+    ssize_t k = nghttp2_session_mem_send(s, &d);
+    if (k < 0) return -1;
+    if (k == 0) break;
+    out_append(out, off, len, cap, d, (size_t)k);
+  }
+  return 0;
 }
 
 static void server_main(int nl, char** addrs) {
@@ -221,6 +300,16 @@ static void server_main(int nl, char** addrs) {
             break;
           }
           c->in_len += (size_t)r;
+          if (!c->h2 && c->in_len >= 4 && memcmp(c->in, kPreface, c->in_len < 24 ? c->in_len : 24) == 0) {
+            if (c->in_len < 24) continue;
+            c->h2 = h2_server_session(c);
+          }
+          if (c->h2) {
+            if (h2_pump(c->h2, c->in, c->in_len, &c->out, &c->out_off, &c->out_len, &c->out_cap) < 0) closeit = 1;
+            c->in_len = 0;
+            if (closeit) break;
+            continue;
+          }
           // One reply per complete request head (pipelining tolerated).
           size_t off = 0;
           for (;;) {
@@ -252,6 +341,7 @@ static void server_main(int nl, char** addrs) {
       if (closeit) {
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
+        if (c->h2) nghttp2_session_del(c->h2);
         free(c->out);
         free(c);
       }
@@ -262,7 +352,7 @@ static void server_main(int nl, char** addrs) {
 // ---------------------------------------------------------------- client
 struct cconn {
   int fd;
-  int busy;          // a request is in flight
+  int busy;          // HTTP/1.1: a request is in flight
   int queued;        // rate mode: requests waiting for this connection
   int64_t qsched[64];  // their scheduled times (ring)
   int qhead;
@@ -270,14 +360,93 @@ struct cconn {
   char in[16384];
   size_t in_len;
   long need;  // bytes of body still expected after the head, -1 while in the head
+  nghttp2_session* h2;  // -2
+  int inflight;         // HTTP/2 streams in flight
+  char* out;
+  size_t out_off, out_len, out_cap;
 };
 static char g_req[512];
 static size_t g_req_len;
 static long g_done, g_errors, g_bad_status;
 static int64_t* g_lat;
 static long g_lat_n, g_lat_cap;
+static int g_h2 = 0, g_streams = 0, g_rate_mode = 0;
+static int64_t g_deadline;
+static int send_req(struct cconn* c, int64_t from);
+
+// A reply is complete: count it and keep the offered load.
+static void complete(struct cconn* c, int64_t t_sched) {
+  if (t_sched == 0) {  // a warm-up reply
+    g_done++;
+    return;
+  }
+  int64_t done = now_ns();
+  if (done <= g_deadline || g_rate_mode) {
+    g_done++;
+    if (g_lat_n < g_lat_cap) g_lat[g_lat_n++] = done - t_sched;
+  }
+  if (!g_rate_mode) {
+    send_req(c, done);
+  } else if (c->queued) {
+    int64_t s = c->qsched[c->qhead];
+    c->qhead = (c->qhead + 1) % 64;
+    c->queued--;
+    send_req(c, s);  // late: charged from its scheduled time
+  }
+}
+
+static int cli_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
+                      const uint8_t* value, size_t valuelen, uint8_t flags, void* ud) {
+  (void)s, (void)f, (void)flags, (void)ud;
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0 && (valuelen != 3 || memcmp(value, "200", 3) != 0))
+    g_bad_status++;
+  return 0;
+}
+static int cli_stream_close(nghttp2_session* s, int32_t sid, uint32_t code, void* ud) {
+  struct cconn* c = ud;
+  int64_t t = (int64_t)(intptr_t)nghttp2_session_get_stream_user_data(s, sid);
+  c->inflight--;
+  if (code != NGHTTP2_NO_ERROR) {
+    g_errors++;
+    return 0;
+  }
+  complete(c, t);
+  return 0;
+}
+
+static void h2_client_init(struct cconn* c) {
+  nghttp2_session_callbacks* cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_header_callback(cb, cli_header);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, cli_stream_close);
+  nghttp2_session_client_new(&c->h2, cb, c);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+  nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 1);
+  c->inflight = 0;
+}
+
+static int h2_flush(struct cconn* c) {
+  c->out_off = c->out_len = 0;
+  if (h2_pump(c->h2, NULL, 0, &c->out, &c->out_off, &c->out_len, &c->out_cap) < 0) return -1;
+  return c->out_len ? write_all(c->fd, c->out + c->out_off, c->out_len) : 0;
+}
 
 static int send_req(struct cconn* c, int64_t from) {
+  if (g_h2) {
+    char authority[128];
+    snprintf(authority, sizeof authority, "%s", g_host);
+    nghttp2_nv hdrs[] = {
+        {(uint8_t*)":method", (uint8_t*)"GET", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t*)":scheme", (uint8_t*)"http", 7, 4, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t*)":authority", (uint8_t*)authority, 10, strlen(authority), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t*)":path", (uint8_t*)"/bench", 5, 6, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t*)"user-agent", (uint8_t*)"l7bench", 10, 7, NGHTTP2_NV_FLAG_NONE},
+    };
+    if (nghttp2_submit_request(c->h2, NULL, hdrs, 5, NULL, (void*)(intptr_t)from) < 0) return -1;
+    c->inflight++;
+    return h2_flush(c);
+  }
   c->busy = 1;
   c->t_sched = from;
   c->in_len = 0;
@@ -285,8 +454,26 @@ static int send_req(struct cconn* c, int64_t from) {
   return write_all(c->fd, g_req, g_req_len);  // small; the socket buffer takes it
 }
 
-// Consumes input; returns 1 when a reply completed, 0 when more is needed, -1 on error.
+// Whether the connection can take another request now.
+static int can_send(struct cconn* c) { return g_h2 ? c->inflight < g_streams : !c->busy; }
+
+// Consumes input; HTTP/1.1: returns 1 when a reply completed (the caller
+// completes it), 0 when more is needed, -1 on error. HTTP/2: replies are
+// completed from the stream callbacks; returns 0 or -1.
 static int on_read(struct cconn* c) {
+  if (g_h2) {
+    for (;;) {
+      ssize_t r = read(c->fd, c->in, sizeof c->in);
+      if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        return -1;
+      }
+      if (r == 0) return -1;
+      if (nghttp2_session_mem_recv(c->h2, (const uint8_t*)c->in, (size_t)r) < 0) return -1;
+      if ((size_t)r < sizeof c->in) break;
+    }
+    return h2_flush(c) < 0 ? -1 : 0;
+  }
   for (;;) {
     ssize_t r = read(c->fd, c->in + c->in_len, sizeof c->in - c->in_len);
     if (r < 0) {
@@ -327,14 +514,28 @@ static int cmp_i64(const void* a, const void* b) {
   return x < y ? -1 : x > y;
 }
 
+static int connect_one(struct cconn* c) {
+  c->fd = open_conn();
+  if (c->fd < 0) return -1;
+  c->busy = 0;
+  c->queued = 0;
+  if (g_h2) {
+    if (c->h2) nghttp2_session_del(c->h2);
+    h2_client_init(c);  // the session sends the connection preface itself
+    if (h2_flush(c) < 0) return -1;
+  }
+  return 0;
+}
+
 static void client_main(int rate_mode, int conns, int rate, double secs) {
+  g_rate_mode = rate_mode;
+  if (g_streams <= 0) g_streams = g_h2 ? (rate_mode ? 100 : 10) : 1;
   g_req_len = (size_t)snprintf(g_req, sizeof g_req,
                                "GET /bench HTTP/1.1\r\nHost: %s\r\nUser-Agent: l7bench\r\nAccept: */*\r\n\r\n", g_host);
   struct cconn* cs = calloc((size_t)conns, sizeof *cs);
   int ep = epoll_create1(0);
   for (int i = 0; i < conns; i++) {
-    cs[i].fd = open_conn();
-    if (cs[i].fd < 0) {
+    if (connect_one(&cs[i]) < 0) {
       printf("error=connect conns_ok=%d\n", i);
       exit(1);
     }
@@ -342,12 +543,14 @@ static void client_main(int rate_mode, int conns, int rate, double secs) {
     epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &e);
   }
   // Warm-up: one request on every connection (opens the upstream paths), not recorded.
+  g_deadline = 0;
+  g_lat_cap = 0;
   for (int i = 0; i < conns; i++)
     if (send_req(&cs[i], 0) < 0) die("warmup write");
-  int pending = conns;
   struct epoll_event evs[256];
   int64_t wdl = now_ns() + 10000000000LL;
-  while (pending > 0 && now_ns() < wdl) {
+  long want = conns;
+  while (g_done < want && now_ns() < wdl) {
     int n = epoll_wait(ep, evs, 256, 100);
     for (int i = 0; i < n; i++) {
       int r = on_read(evs[i].data.ptr);
@@ -355,17 +558,19 @@ static void client_main(int rate_mode, int conns, int rate, double secs) {
         printf("error=warmup\n");
         exit(1);
       }
-      pending -= r;
+      if (r == 1) g_done++;
     }
   }
-  if (pending) {
-    printf("error=warmup_timeout pending=%d\n", pending);
+  if (g_done < want) {
+    printf("error=warmup_timeout pending=%ld\n", want - g_done);
     exit(1);
   }
+  g_done = 0;
   g_bad_status = 0;
-  g_lat_cap = rate_mode ? (long)(rate * secs) + 16 : 1 << 20;
+  g_lat_cap = rate_mode ? (long)(rate * secs) + 16 : 1 << 22;
   g_lat = malloc(sizeof(int64_t) * (size_t)g_lat_cap);
   int64_t start = now_ns() + 1000000, deadline = start + (int64_t)(secs * 1e9);
+  g_deadline = deadline;
   int tfd = -1;
   int64_t interval = rate_mode ? 1000000000LL / rate : 0;
   long issued = 0, total = rate_mode ? (long)(rate * secs) : 0, dropped = 0;
@@ -379,7 +584,8 @@ static void client_main(int rate_mode, int conns, int rate, double secs) {
   } else {
     while (now_ns() < start) {
     }
-    for (int i = 0; i < conns; i++) send_req(&cs[i], now_ns());
+    for (int i = 0; i < conns; i++)
+      for (int k = 0; k < g_streams; k++) send_req(&cs[i], now_ns());
   }
   int64_t end_wait = deadline + 5000000000LL;  // rate: let the last replies arrive
   for (;;) {
@@ -387,7 +593,7 @@ static void client_main(int rate_mode, int conns, int rate, double secs) {
     if (!rate_mode && t >= deadline) break;
     if (rate_mode && issued >= total) {
       int busy = 0;
-      for (int i = 0; i < conns; i++) busy += cs[i].busy || cs[i].queued;
+      for (int i = 0; i < conns; i++) busy += cs[i].busy || cs[i].inflight || cs[i].queued;
       if (!busy || t >= end_wait) break;
     }
     int n = epoll_wait(ep, evs, 256, 50);
@@ -400,7 +606,7 @@ static void client_main(int rate_mode, int conns, int rate, double secs) {
         for (uint64_t k = 0; k < exp && issued < total; k++, issued++) {
           int64_t sched = start + issued * interval;
           struct cconn* d = &cs[issued % conns];
-          if (!d->busy) {
+          if (can_send(d)) {
             // Idle connection: charge from the actual send unless we are behind schedule.
             if (send_req(d, tn - sched > interval ? sched : tn) < 0) g_errors++;
           } else if (d->queued < 64) {
@@ -416,42 +622,28 @@ static void client_main(int rate_mode, int conns, int rate, double secs) {
         g_errors++;
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
-        c->fd = open_conn();  // keep the offered load; reconnect
-        c->busy = 0;
-        c->queued = 0;
-        if (c->fd < 0) {
+        if (connect_one(c) < 0) {  // keep the offered load; reconnect
           printf("error=reconnect\n");
           exit(1);
         }
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
-        if (!rate_mode) send_req(c, now_ns());
+        if (!rate_mode)
+          for (int k = 0; k < g_streams; k++) send_req(c, now_ns());
         continue;
       }
-      if (r == 0) continue;
-      int64_t done = now_ns();
-      if (done <= deadline || rate_mode) {
-        g_done++;
-        if (g_lat_n < g_lat_cap) g_lat[g_lat_n++] = done - c->t_sched;
-      }
-      if (!rate_mode) {
-        send_req(c, done);
-      } else if (c->queued) {
-        int64_t s = c->qsched[c->qhead];
-        c->qhead = (c->qhead + 1) % 64;
-        c->queued--;
-        send_req(c, s);  // late: charged from its scheduled time
-      }
+      if (r == 1) complete(c, c->t_sched);
     }
   }
   double elapsed = rate_mode ? (now_ns() - start) / 1e9 : (deadline - start) / 1e9;
   long n = g_lat_n;
   qsort(g_lat, (size_t)n, sizeof *g_lat, cmp_i64);
 #define PCT(p) (n ? g_lat[(long)((n - 1) * (p))] / 1000.0 : 0.0)
-  printf("mode=%s conns=%d requests=%ld errors=%ld bad_status=%ld dropped=%ld secs=%.3f rps=%.1f p50_us=%.1f "
-         "p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f\n",
-         rate_mode ? "rate" : "sat", conns, g_done, g_errors, g_bad_status, dropped, elapsed, g_done / elapsed,
-         PCT(0.50), PCT(0.90), PCT(0.99), PCT(0.999), n ? g_lat[n - 1] / 1000.0 : 0.0);
+  printf("mode=%s proto=%s conns=%d streams=%d requests=%ld errors=%ld bad_status=%ld dropped=%ld secs=%.3f "
+         "rps=%.1f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f\n",
+         rate_mode ? "rate" : "sat", g_h2 ? "h2" : "http1.1", conns, g_streams, g_done, g_errors, g_bad_status,
+         dropped, elapsed, g_done / elapsed, PCT(0.50), PCT(0.90), PCT(0.99), PCT(0.999),
+         n ? g_lat[n - 1] / 1000.0 : 0.0);
 }
 
 int main(int argc, char** argv) {
@@ -466,7 +658,7 @@ int main(int argc, char** argv) {
   double secs = 5;
   int opt;
   optind = 2;
-  while ((opt = getopt(argc, argv, "c:s:b:n:t:r:z:H:")) != -1) {
+  while ((opt = getopt(argc, argv, "c:s:b:n:t:r:z:H:2m:")) != -1) {
     switch (opt) {
       case 'c': parse_addr(optarg, &g_target); break;
       case 's': parse_addr(optarg, &g_socks); g_use_socks = 1; break;
@@ -481,6 +673,8 @@ int main(int argc, char** argv) {
       case 'r': rate = atoi(optarg); break;
       case 'z': g_body = atoi(optarg); break;
       case 'H': g_host = optarg; break;
+      case '2': g_h2 = 1; break;
+      case 'm': g_streams = atoi(optarg); break;
       default: return 2;
     }
   }

@@ -35,6 +35,13 @@ RT_RATE = os.environ.get("BENCH_RT_RATE", "1") == "1"  # SCHED_FIFO during the l
 _PROF = os.environ.get("BENCH_PROFILE", "0")
 PROFILE = [] if _PROF in ("", "0") else (["warren-waypoint"] if _PROF == "1" else _PROF.split(","))
 KEEP = os.environ.get("BENCH_KEEP", "0") == "1"
+# "http1.1" (default) or "h2": the client's protocol (h2c with prior knowledge, BENCH_STREAMS requests in
+# flight per connection at saturation; the backend answers both). HAProxy then speaks HTTP/2 on every hop
+# (h2c in, ALPN h2 over mTLS, h2c to the backend); nginx speaks HTTP/2 to the client only (proxy_pass has
+# no HTTP/2 upstream); warren carries what the client speaks.
+PROTO = os.environ.get("BENCH_PROTO", "http1.1")
+H2 = PROTO == "h2"
+STREAMS = int(os.environ.get("BENCH_STREAMS", "10"))
 SYSTEMS = os.environ.get("BENCH_SYSTEMS", "direct,l4,waypoint,nginx,haproxy,nginx3,haproxy3").split(",")
 # The targets compare with the peers in the same topology (three proxies, two mTLS hops) when they ran,
 # else with the two-process peers; both are reported.
@@ -231,7 +238,7 @@ def copy_binaries():
 
 def build_client():
     exe = os.path.join(WORK, "l7bench")
-    run(["cc", "-O2", "-o", exe, os.path.join(HERE, "l7bench.c")])
+    run(["cc", "-O2", "-o", exe, os.path.join(HERE, "l7bench.c"), "-lnghttp2"])
     return exe
 
 
@@ -379,11 +386,11 @@ http {{
     front_to = NGINX_MID if tiers == 3 else NGINX_BACK
     front = head.format(d=d, side="front") + f"""  upstream back {{
     server {front_to[0]}:{front_to[1]};
-    keepalive 256;
+    keepalive 1024;
     keepalive_requests 1000000;
   }}
   server {{
-    listen {NGINX_FRONT[0]}:{NGINX_FRONT[1]};
+    listen {NGINX_FRONT[0]}:{NGINX_FRONT[1]}{' http2' if H2 else ''};
     location / {{
       proxy_pass https://back;
       proxy_http_version 1.1;
@@ -400,7 +407,7 @@ http {{
 """
     back = head.format(d=d, side="back") + f"""  upstream app {{
     server {BACKEND_L4}:{APP_PORT};
-    keepalive 256;
+    keepalive 1024;
     keepalive_requests 1000000;
   }}
   server {{
@@ -422,7 +429,7 @@ http {{
     # The L7 proxy in the waypoint's place: mTLS in (client certificate required), path route, mTLS out.
     mid = head.format(d=d, side="mid") + f"""  upstream back {{
     server {NGINX_BACK[0]}:{NGINX_BACK[1]};
-    keepalive 256;
+    keepalive 1024;
     keepalive_requests 1000000;
   }}
   server {{
@@ -479,25 +486,26 @@ defaults
   timeout http-keep-alive 600s
 """
     tls = f"ssl-min-ver TLSv1.3 ciphersuites {CIPHER} ca-file {pki['ca']} verify required"
+    alpn = " alpn h2" if H2 else ""
     # Client side: plain HTTP in, path route, TLS 1.3 + client certificate out; chain verified
     # (no name check: the dev CA's certificates carry only a SPIFFE URI SAN).
     front = common + f"""frontend plain_in
-  bind {HAPROXY_FRONT[0]}:{HAPROXY_FRONT[1]}
+  bind {HAPROXY_FRONT[0]}:{HAPROXY_FRONT[1]}{' proto h2' if H2 else ''}
   use_backend tls_out if {{ path_beg / }}
 backend tls_out
-  server s {(HAPROXY_MID if tiers == 3 else HAPROXY_BACK)[0]}:{(HAPROXY_MID if tiers == 3 else HAPROXY_BACK)[1]} ssl crt {pki['peer-front-pem']} {tls}
+  server s {(HAPROXY_MID if tiers == 3 else HAPROXY_BACK)[0]}:{(HAPROXY_MID if tiers == 3 else HAPROXY_BACK)[1]} ssl crt {pki['peer-front-pem']} {tls}{alpn}
 """
     mid = common + f"""frontend tls_in
-  bind {HAPROXY_MID[0]}:{HAPROXY_MID[1]} ssl crt {pki['peer-mid-pem']} {tls}
+  bind {HAPROXY_MID[0]}:{HAPROXY_MID[1]} ssl crt {pki['peer-mid-pem']} {tls}{alpn}
   use_backend tls_out if {{ path_beg / }}
 backend tls_out
-  server s {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-mid-pem']} {tls}
+  server s {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-mid-pem']} {tls}{alpn}
 """
     back = common + f"""frontend tls_in
-  bind {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-back-pem']} {tls}
+  bind {HAPROXY_BACK[0]}:{HAPROXY_BACK[1]} ssl crt {pki['peer-back-pem']} {tls}{alpn}
   default_backend app
 backend app
-  server app {BACKEND_L4}:{APP_PORT}
+  server app {BACKEND_L4}:{APP_PORT}{' proto h2' if H2 else ''}
 """
     sides = [("back", back, HAPROXY_BACK)] + ([("mid", mid, HAPROXY_MID)] if tiers == 3 else []) + [
         ("front", front, HAPROXY_FRONT)]
@@ -544,7 +552,8 @@ def kv(line):
 
 
 def client(exe, mode, system, *extra, rt=False):
-    base = [exe, mode, *client_args(system), *extra]
+    h2 = ["-2", "-m", str(STREAMS if mode == "sat" else 100)] if H2 else []
+    base = [exe, mode, *client_args(system), *h2, *extra]
     cmd = ["chrt", "-f", "5", *base] if rt else ["nice", "-n", str(NICE), *base]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=DUR * 4 + 40)
     line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else f"error=rc{r.returncode} {r.stderr.strip()}"
@@ -771,7 +780,7 @@ def report(res, notes, extra, meta, started):
                 raw.append(f"- {s} {k}: " + ", ".join(fmt(x) for x in v))
 
     os.makedirs(os.path.join(HERE, "..", "results"), exist_ok=True)
-    path = OUT or os.path.abspath(os.path.join(HERE, "..", "results", f"l7-{started:%Y-%m-%d}.md"))
+    path = OUT or os.path.abspath(os.path.join(HERE, "..", "results", f"l7{'-h2' if H2 else ''}-{started:%Y-%m-%d}.md"))
     with open(path, "w") as f:
         f.write(f"# bench/l7 results, {started:%Y-%m-%d %H:%M} UTC\n\n")
         for k, v in meta.items():
@@ -863,7 +872,10 @@ def main():
                             "its share of the 2 vCPUs next to other sessions' builds, so requests/s at "
                             "saturation is bounded by that share; requests per CPU-second is the robust figure)",
             "rounds": f"{ROUNDS} (median; odd rounds in reverse order), {DUR:g} s per run",
-            "saturation": f"{CONNS} HTTP/1.1 keep-alive connections, closed loop, GET, 64-byte reply",
+            "saturation": (f"{CONNS} HTTP/2 (h2c) connections with {STREAMS} requests in flight each" if H2 else
+                           f"{CONNS} HTTP/1.1 keep-alive connections") + ", closed loop, GET, 64-byte reply",
+            "protocol": ("HTTP/2 from the client; HAProxy HTTP/2 on every hop, nginx HTTP/2 to the client and "
+                         "HTTP/1.1 upstream (proxy_pass), warren as the client speaks" if H2 else "HTTP/1.1"),
             "latency": f"{RATE} req/s open loop over {RATE_CONNS} keep-alive connections, charged from the scheduled "
                        f"time; {'SCHED_FIFO for client, backend and proxies' if RT_RATE else 'normal scheduling'}",
             "client/backend": "bench/l7/l7bench.c (one epoll thread each); warren paths through node-a's SOCKS5 "
