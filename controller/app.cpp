@@ -54,6 +54,7 @@ void App::Impl::schedule_flush() {
 void App::Impl::flush() {
   flush_pending = false;
   if (!model->is_synced()) return;
+  place_waypoints();
   auto start = std::chrono::steady_clock::now();
   Delta d = model->flush();
   if (d.empty() && published_once) return;
@@ -125,7 +126,19 @@ Result<void> App::Impl::start() {
   push->set_trust_bundle(ca->trust_bundle_pem());
   if (auto r = push->start(); !r) return r;
   if (auto r = start_monitoring(); !r) return r;
+  if (!opts.waypoint_launcher.empty()) {
+    if (opts.manifests_dir.empty())
+      return make_error(Errc::kInvalidArgument, "--waypoint-launcher is for local mode (--manifests)");
+    launcher = std::make_unique<WaypointLauncher>(loop, opts.waypoint_launcher);
+  }
   return start_source();
+}
+
+void App::Impl::place_waypoints() {
+  if ((!launcher && !deployer) || model->waypoints_generation() == placed_generation) return;
+  placed_generation = model->waypoints_generation();
+  if (launcher) launcher->sync(model->waypoint_gateways());
+  if (deployer) deployer->sync(model->waypoint_gateways());
 }
 
 void App::Impl::stop() {
@@ -135,6 +148,8 @@ void App::Impl::stop() {
   flush_timer.stop();
   serving_timer.stop();
   secret_timer.stop();
+  if (launcher) launcher->stop();
+  if (deployer) deployer->stop();
   if (push) push->stop();
   if (monitoring) monitoring->close();
 }

@@ -38,8 +38,17 @@ struct AppOptions {
   std::chrono::milliseconds ca_secret_poll{30000};
   std::chrono::milliseconds ca_secret_timeout{30000};
   std::chrono::seconds cert_ttl = std::chrono::hours(24);
-  // Local mode: "<token> [<node>]" lines; Kubernetes mode uses TokenReview.
+  // Local mode: "<token> [<node>|waypoint:<ns>/<gateway>]" lines; Kubernetes
+  // mode uses TokenReview.
   std::string bootstrap_tokens;
+  // Local mode: runs waypoints for warren-waypoint Gateways (waypoint_launcher.h).
+  std::string waypoint_launcher;
+  // Kubernetes mode: the waypoint template (charts/warren/files/waypoint.yaml);
+  // the leader creates its objects for each warren-waypoint Gateway
+  // (waypoint_deployer.h). Empty: waypoints are deployed by someone else.
+  std::string waypoint_template;
+  std::string waypoint_image = "warren/warren-waypoint:latest";
+  std::string waypoint_controller_address = "warren-controller.warren-system.svc:15012";
   uint32_t flush_delay_ms = 5;  // batches Kubernetes events before translating
 };
 

@@ -138,6 +138,7 @@ void App::Impl::swap_ca(std::unique_ptr<CertificateAuthority> next) {
   if (auto r = certs::write_file_atomic(opts.state_dir + "/root-cert.pem", ca->trust_bundle_pem(), 0644); !r)
     spdlog::error("CA: writing the trust bundle: {}", r.error().message);
   if (push) push->set_trust_bundle(ca->trust_bundle_pem());
+  if (deployer) deployer->set_trust_bundle(ca->trust_bundle_pem());
   if (auto r = issue_serving_cert(); !r)
     spdlog::error("CA: re-issuing the serving certificate: {}", r.error().message);
   else if (push)

@@ -9,6 +9,8 @@
 #include "ca.h"
 #include "model.h"
 #include "push_server.h"
+#include "waypoint_deployer.h"
+#include "waypoint_launcher.h"
 #include "warren/defer.h"
 #include "warren/http_server.h"
 #include "warren/tls_context.h"
@@ -56,6 +58,9 @@ struct App::Impl {
   Result<void> start_source();
   void stop_source();
   Result<void> start_monitoring();
+  // Waypoint Gateways changed: the launcher (local mode) or the deployer
+  // (Kubernetes mode) follows.
+  void place_waypoints();
 
   uv_loop_t* loop;
   AppOptions opts;
@@ -70,6 +75,9 @@ struct App::Impl {
   SockAddr monitoring_addr;
   std::unique_ptr<LocalSource> local;
   std::unique_ptr<k8s::KubernetesSource> kube;
+  std::unique_ptr<WaypointLauncher> launcher;
+  std::unique_ptr<WaypointDeployer> deployer;
+  uint64_t placed_generation = UINT64_MAX;
   tls::SslCtxPtr serving_ctx;
   Timer flush_timer, serving_timer, secret_timer;
   std::string secret_ns, secret_name, secret_digest;

@@ -5,6 +5,7 @@
 #include "app_impl.h"
 #include "k8s/kube_source.h"
 #include "local_source.h"
+#include "warren/push_proto.h"
 
 namespace warren::controller {
 
@@ -16,15 +17,33 @@ class TokenReviewAuthenticator : public Authenticator {
  public:
   explicit TokenReviewAuthenticator(k8s::KubernetesSource* src) : src_(src) {}
   void authenticate(const std::string& token, const std::string& claimed,
-                    std::function<void(Result<std::string>)> done) override {
+                    std::function<void(Result<Principal>)> done) override {
     if (token.empty()) return done(make_error(Errc::kPermissionDenied, "no bearer token"));
-    src_->token_review(token, [claimed, done](Result<k8s::TokenReviewResult> r) {
+    Principal want;
+    bool waypoint = claimed.rfind(push::kWaypointPrincipalPrefix, 0) == 0;
+    if (waypoint && !push::parse_waypoint_principal(claimed, &want.waypoint_ns, &want.waypoint))
+      return done(make_error(Errc::kInvalidArgument, "\"" + claimed + "\" is not waypoint:<namespace>/<gateway>"));
+    src_->token_review(token, [claimed, want, done](Result<k8s::TokenReviewResult> r) mutable {
       if (!r) return done(make_error(Errc::kUnavailable, "TokenReview: " + r.error().message));
       if (!r->authenticated)
         return done(make_error(Errc::kPermissionDenied, "token not authenticated: " + r->error));
       static const std::string kPrefix = "system:serviceaccount:";
-      if (r->username.rfind(kPrefix, 0) != 0 ||
-          r->username.substr(r->username.rfind(':') + 1) != "warren-node")
+      if (r->username.rfind(kPrefix, 0) != 0)
+        return done(make_error(Errc::kPermissionDenied, r->username + " is not a service account"));
+      // system:serviceaccount:<ns>:<sa>
+      std::string rest = r->username.substr(kPrefix.size());
+      auto colon = rest.find(':');
+      std::string sa_ns = rest.substr(0, colon), sa = colon == std::string::npos ? "" : rest.substr(colon + 1);
+      if (want.is_waypoint()) {
+        // A waypoint's pod: any service account of the Gateway's namespace,
+        // which then may only obtain its own identity.
+        if (sa_ns != want.waypoint_ns || sa.empty())
+          return done(make_error(Errc::kPermissionDenied, r->username + " may not act as a waypoint of namespace " +
+                                                              want.waypoint_ns));
+        want.service_account = sa;
+        return done(std::move(want));
+      }
+      if (sa != "warren-node")
         return done(make_error(Errc::kPermissionDenied,
                                r->username + " is not a warren-node service account"));
       std::string node = r->node_name();
@@ -34,7 +53,9 @@ class TokenReviewAuthenticator : public Authenticator {
       if (!claimed.empty() && claimed != node)
         return done(make_error(Errc::kPermissionDenied,
                                "token belongs to node " + node + ", not " + claimed));
-      done(node);
+      Principal p;
+      p.node = node;
+      done(std::move(p));
     });
   }
 
@@ -76,7 +97,7 @@ Result<void> App::Impl::start_auth() {
   if (!opts.manifests_dir.empty()) {
     if (opts.bootstrap_tokens.empty())
       return make_error(Errc::kInvalidArgument,
-                        "local mode needs --bootstrap-tokens FILE (lines \"<token> [<node>]\")");
+                        "local mode needs --bootstrap-tokens FILE (lines \"<token> [<node>|waypoint:<ns>/<gateway>]\")");
     auto a = std::make_unique<TokenFileAuthenticator>(opts.bootstrap_tokens);
     if (auto r = a->load(); !r) return r;
     auth = std::move(a);
@@ -102,9 +123,22 @@ Result<void> App::Impl::start_source() {
     spdlog::info("local mode: manifests under {}", opts.manifests_dir);
     return {};
   }
-  kube->on_leader_change([](bool leader) {
-    spdlog::info("leader election: {}", leader ? "this replica leads (writes status)"
+  if (!opts.waypoint_template.empty()) {
+    WaypointDeployerOptions wo;
+    wo.template_file = opts.waypoint_template;
+    wo.image = opts.waypoint_image;
+    wo.controller = opts.waypoint_controller_address;
+    wo.trust_domain = opts.trust_domain;
+    wo.root_namespace = opts.root_namespace;
+    auto d = WaypointDeployer::create(loop, kube->client(), wo);
+    if (!d) return d.error().wrap("waypoint template");
+    deployer = std::move(*d);
+    deployer->set_trust_bundle(ca->trust_bundle_pem());
+  }
+  kube->on_leader_change([this](bool leader) {
+    spdlog::info("leader election: {}", leader ? "this replica leads (writes status, deploys waypoints)"
                                                : "this replica follows (serves nodes only)");
+    if (deployer) deployer->set_leader(leader);
   });
   kube->start(&sink);
   return {};

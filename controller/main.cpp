@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
       "                    (status.podIP). Nodes authenticate with --bootstrap-tokens.\n"
       "  --kubeconfig FILE or --in-cluster   the Kubernetes API (list + watch every kind);\n"
       "                    nodes authenticate with their service account token (TokenReview).\n\n"
+      "Waypoints (warren-waypoint --controller) subscribe too: they get what nodes get plus the\n"
+      "VirtualServices, DestinationRules, HTTPRoutes and RequestAuthentications of their namespace\n"
+      "and of the root namespace, and a certificate for the service account their pods run as.\n\n"
       "An invalid object rejects only itself (the message names the file, the object and the\n"
       "field) and its last good version stays in force.\n\n"
       "Ports: 15012 push and CA (HTTP/2 over TLS), 15014 monitoring: /metrics, /debug/nodes,\n"
@@ -76,7 +79,24 @@ int main(int argc, char** argv) {
   app.add_option("--cert-ttl", ttl, "Workload certificate lifetime (s, m, h suffixes)")
       ->capture_default_str();
   app.add_option("--bootstrap-tokens", o.bootstrap_tokens,
-                 "Local mode: file of \"<token> [<node>]\" lines nodes authenticate with");
+                 "Local mode: file of \"<token> [<principal>]\" lines nodes and waypoints authenticate "
+                 "with; the principal is a node name or waypoint:<namespace>/<gateway> (none: any node)");
+  app.add_option("--waypoint-launcher", o.waypoint_launcher,
+                 "Local mode: a command run as \"CMD up|down <namespace> <gateway> <serviceAccount>\" when a\n"
+                 "Gateway of class warren-waypoint appears or goes; it starts (stops) a warren-waypoint\n"
+                 "and writes (removes) its Pod manifest (label gateway.networking.k8s.io/gateway-name,\n"
+                 "podIP, nodeName) in the manifests directory")
+      ->option_text("CMD");
+  app.add_option("--waypoint-template", o.waypoint_template,
+                 "Kubernetes mode: the objects to create for each Gateway of class warren-waypoint\n"
+                 "(charts/warren/files/waypoint.yaml: ServiceAccount, Deployment, Service, owned by the\n"
+                 "Gateway); the leader applies them. Without it waypoints are deployed by someone else")
+      ->option_text("FILE");
+  app.add_option("--waypoint-image", o.waypoint_image, "Kubernetes mode: the waypoint's image (${IMAGE})")
+      ->capture_default_str();
+  app.add_option("--waypoint-controller-address", o.waypoint_controller_address,
+                 "Kubernetes mode: where waypoints reach this controller (${CONTROLLER})")
+      ->capture_default_str();
   app.add_option("--log-level", level, "trace, debug, info, warn, error, off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

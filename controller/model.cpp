@@ -123,8 +123,10 @@ void Model::upsert_checked(const std::string& origin, json obj) {
             a != md["annotations"].end() && a->is_string())
           sa = &a->get_ref<const std::string&>();
       m.set_gateway(key.ns, key.name, sa);
+      m.set_waypoint_gateway(nk, waypoint_gateway(obj));
     }
     m.held.insert_or_assign(key, trim(std::move(obj), key.kind));
+    if (auto rid = routing_id(key.kind, key.ns, key.name); !rid.empty()) m.mark(std::move(rid));
   }
   if (m.rejected.erase(key)) spdlog::info("model: {} from {} is valid again", key.to_string(), origin);
   if (m.listener) m.listener->accepted(key, origin);
@@ -145,8 +147,12 @@ void Model::remove(const ObjectKey& key) {
   } else if (is_node_object(key.kind)) {
     if (m.node_objects.erase(node_object_id(key))) m.mark(node_object_id(key));
   } else {
-    if (key.kind == "Gateway") m.set_gateway(key.ns, key.name, nullptr);
-    m.held.erase(key);
+    if (key.kind == "Gateway") {
+      m.set_gateway(key.ns, key.name, nullptr);
+      m.set_waypoint_gateway(nk, std::nullopt);
+    }
+    if (m.held.erase(key))
+      if (auto rid = routing_id(key.kind, key.ns, key.name); !rid.empty()) m.mark(std::move(rid));
   }
 }
 
@@ -163,21 +169,48 @@ uint64_t Model::version() const { return impl_->version; }
 
 const std::map<std::string, ResourcePtr>& Model::resources() const { return impl_->resources; }
 
-bool Model::identity_on_node(const std::string& node, const std::string& spiffe_id) const {
-  std::string prefix = "spiffe://" + impl_->opts.trust_domain + "/ns/";
-  if (spiffe_id.compare(0, prefix.size(), prefix) != 0) return false;
+namespace {
+
+// spiffe://<td>/ns/<ns>/sa/<sa> -> "<ns>/<sa>"; "" when not of that form.
+std::string ns_sa_of(const std::string& trust_domain, const std::string& spiffe_id) {
+  std::string prefix = "spiffe://" + trust_domain + "/ns/";
+  if (spiffe_id.compare(0, prefix.size(), prefix) != 0) return "";
   std::string_view rest = std::string_view(spiffe_id).substr(prefix.size());
   auto sa = rest.find("/sa/");
-  if (sa == std::string_view::npos || sa == 0) return false;
+  if (sa == std::string_view::npos || sa == 0) return "";
   std::string_view ns = rest.substr(0, sa), name = rest.substr(sa + 4);
-  if (name.empty() || name.find('/') != std::string_view::npos) return false;
-  auto n = impl_->node_identities.find(node);
-  if (n == impl_->node_identities.end()) return false;
+  if (name.empty() || name.find('/') != std::string_view::npos) return "";
   std::string id;
   id.append(ns).append("/").append(name);
+  return id;
+}
+
+}  // namespace
+
+bool Model::identity_on_node(const std::string& node, const std::string& spiffe_id) const {
+  std::string id = ns_sa_of(impl_->opts.trust_domain, spiffe_id);
+  if (id.empty()) return false;
+  auto n = impl_->node_identities.find(node);
+  if (n == impl_->node_identities.end()) return false;
   auto c = n->second.find(id);
   return c != n->second.end() && c->second > 0;
 }
+
+bool Model::identity_of_waypoint(const std::string& ns, const std::string& gateway,
+                                 const std::string& spiffe_id) const {
+  std::string id = ns_sa_of(impl_->opts.trust_domain, spiffe_id);
+  if (id.empty() || id.compare(0, ns.size() + 1, ns + "/") != 0) return false;
+  auto g = impl_->gateway_identities.find(ns + "/" + gateway);
+  if (g == impl_->gateway_identities.end()) return false;
+  auto c = g->second.find(id.substr(ns.size() + 1));
+  return c != g->second.end() && c->second > 0;
+}
+
+const ModelOptions& Model::options() const { return impl_->opts; }
+
+const std::map<std::string, WaypointGateway>& Model::waypoint_gateways() const { return impl_->waypoint_gateways; }
+
+uint64_t Model::waypoints_generation() const { return impl_->waypoints_gen; }
 
 std::map<ObjectKey, std::string> Model::rejected() const { return impl_->rejected; }
 

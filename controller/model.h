@@ -9,6 +9,13 @@
 //   policy/<ns>/<name>        one element of "policies" (the Istio object)
 //   peerauth/<ns>/<name>      one element of "peerAuthentications"
 //   namespace/<name>          one element of "namespaces" ({name, labels})
+// and, for waypoints only (warren/push_proto.h says who receives what):
+//   virtualservice/<ns>/<name>, destinationrule/<ns>/<name>,
+//   httproute/<ns>/<name>, requestauthentication/<ns>/<name>
+//                             the object as written (trimmed like held())
+//   waypoint/<ns>/<gateway>/<pod>
+//                             a waypoint pod's own block: {name, namespace,
+//                             serviceAccount, address} (translate.h)
 // A node's config is its own bootstrap (name, address, listeners, capture)
 // plus every resource, each array in id order.
 //
@@ -25,9 +32,13 @@
 //                                 unknown uids).
 //   Namespace                   → namespace; AuthorizationPolicy,
 //                                 PeerAuthentication → policy, peerauth.
-//   RequestAuthentication, VirtualService, DestinationRule, Gateway,
-//   HTTPRoute, ServiceAccount, Node: validated and held, not translated yet
-//   (the waypoint work, issue 5, reads them). Istio's own Gateway
+//   RequestAuthentication, VirtualService, DestinationRule, HTTPRoute
+//                               → the routing resources waypoints receive
+//   Pod labelled gateway.networking.k8s.io/gateway-name (Running, with an
+//   IP)                         → also its waypoint block
+//   Gateway (class warren-waypoint): decides which workloads use it (its
+//   for-service-account annotation); ServiceAccount, Node: validated and
+//   held. Istio's own Gateway
 //   (networking.istio.io) is ignored like a kind the model does not know.
 //
 // Consistency the node requires of a whole config, kept across objects:
@@ -51,6 +62,7 @@
 #include <vector>
 
 #include "source.h"
+#include "translate.h"
 
 namespace warren::controller {
 
@@ -101,6 +113,16 @@ class Model : public Sink {
   // `spiffe_id` (spiffe://<trust domain>/ns/<ns>/sa/<sa>): the CA's check
   // before it signs. Reflects upserts at once (no flush needed).
   bool identity_on_node(const std::string& node, const std::string& spiffe_id) const;
+  // Whether a waypoint pod of Gateway <ns>/<gateway> (label
+  // gateway.networking.k8s.io/gateway-name) that has not terminated runs as
+  // `spiffe_id`: the CA's check for a waypoint's CSR.
+  bool identity_of_waypoint(const std::string& ns, const std::string& gateway, const std::string& spiffe_id) const;
+  const ModelOptions& options() const;
+  // The Gateways of class warren-waypoint, by "<ns>/<name>" (placement: the
+  // local launcher, the Kubernetes deployer). Reflects upserts at once;
+  // waypoints_generation() changes whenever the map does.
+  const std::map<std::string, WaypointGateway>& waypoint_gateways() const;
+  uint64_t waypoints_generation() const;
 
   // Objects rejected by validation, with their messages (for /debug and
   // tests). An entry goes away when a valid version arrives or the object is

@@ -142,6 +142,23 @@ ResourcePtr Model::Impl::render(const std::string& id) {
     auto it = namespaces.find(rest);
     return it == namespaces.end() ? nullptr : std::make_shared<const json>(namespace_resource(it->second));
   }
+  if (const char* kind = routing_kind(type)) {
+    auto sl = rest.find('/');
+    if (sl == std::string::npos) return nullptr;
+    auto it = held.find(ObjectKey{kind, rest.substr(0, sl), rest.substr(sl + 1)});
+    return it == held.end() ? nullptr : std::make_shared<const json>(it->second);
+  }
+  if (type == "waypoint") {
+    // <ns>/<gateway>/<pod>
+    auto a = rest.find('/'), b = rest.rfind('/');
+    if (a == std::string::npos || a == b) return nullptr;
+    auto it = pods.find(rest.substr(0, a) + "/" + rest.substr(b + 1));
+    if (it == pods.end() || !it->second->is_workload()) return nullptr;
+    const PodInfo& p = *it->second;
+    const std::string* gw = find_label(p.labels, kGatewayNameLabel);
+    if (!gw || *gw != rest.substr(a + 1, b - a - 1)) return nullptr;
+    return std::make_shared<const json>(waypoint_block(p, *gw, p.ips.front()));
+  }
   if (type == "policy" || type == "peerauth") {
     auto it = node_objects.find(id);
     return it == node_objects.end() ? nullptr : it->second;

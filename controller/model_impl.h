@@ -43,6 +43,9 @@ struct Model::Impl {
   std::unordered_map<std::string, std::vector<const PodInfo*>> ip_claims;
   // Pods not terminated: node → "<ns>/<sa>" → count (identity_on_node).
   std::unordered_map<std::string, std::unordered_map<std::string, uint32_t>> node_identities;
+  // Waypoint pods not terminated: "<ns>/<gateway>" → service account → count
+  // (identity_of_waypoint).
+  std::unordered_map<std::string, std::unordered_map<std::string, uint32_t>> gateway_identities;
 
   // ---- services ("<ns>/<name>") ----
   std::unordered_map<std::string, std::unique_ptr<ServiceInfo>> services;
@@ -62,6 +65,17 @@ struct Model::Impl {
   // Waypoints (Gateways of class warren-waypoint) annotated
   // warren.io/for-service-account: namespace -> gateway -> service account.
   SaWaypoints sa_waypoints;
+  // Gateways of class warren-waypoint by "<ns>/<name>" (Model::waypoint_gateways).
+  std::map<std::string, WaypointGateway> waypoint_gateways;
+  uint64_t waypoints_gen = 0;
+  void set_waypoint_gateway(const std::string& key, const std::optional<WaypointGateway>& g) {
+    auto it = waypoint_gateways.find(key);
+    if (!g && it == waypoint_gateways.end()) return;
+    if (g && it != waypoint_gateways.end() && it->second == *g) return;
+    if (g) waypoint_gateways.insert_or_assign(key, *g);
+    else waypoint_gateways.erase(it);
+    ++waypoints_gen;
+  }
   // A Gateway came, went or changed: workloads of its namespace re-render.
   void set_gateway(const std::string& ns, const std::string& name, const std::string* sa);
   // AuthorizationPolicy and PeerAuthentication as nodes receive them, by resource id.
@@ -89,6 +103,8 @@ struct Model::Impl {
   void index_service(const ServiceInfo* s, bool add);
   // Marks the services whose endpoints may involve this pod.
   void mark_services_of(const PodInfo& p);
+  // Marks the pod's waypoint block when it is a waypoint's pod.
+  void mark_waypoint_block(const PodInfo& p);
 };
 
 // "<ns>\0<key>\0<value>": label index keys.

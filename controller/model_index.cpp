@@ -29,6 +29,15 @@ void vec_erase(Map& m, const std::string& k, Ptr p) {
 }  // namespace
 
 void Model::Impl::index_pod(const PodInfo* p, bool add) {
+  if (const std::string* gw = find_label(p->labels, kGatewayNameLabel); gw && !p->terminated()) {
+    std::string key = p->ns + "/" + *gw;
+    if (add) {
+      gateway_identities[key][p->service_account]++;
+    } else if (auto g = gateway_identities.find(key); g != gateway_identities.end()) {
+      if (auto c = g->second.find(p->service_account); c != g->second.end() && --c->second == 0) g->second.erase(c);
+      if (g->second.empty()) gateway_identities.erase(g);
+    }
+  }
   if (!p->terminated() && !p->node.empty()) {
     std::string id = p->ns + "/" + p->service_account;
     if (add) {
@@ -65,6 +74,10 @@ void Model::Impl::mark_services_of(const PodInfo& p) {
     for (const auto& svc : it->second) mark("service/" + svc);
 }
 
+void Model::Impl::mark_waypoint_block(const PodInfo& p) {
+  if (const std::string* gw = find_label(p.labels, kGatewayNameLabel)) mark(waypoint_block_id(p.ns, *gw, p.name));
+}
+
 void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next) {
   auto it = pods.find(key);
   PodInfo* old = it == pods.end() ? nullptr : it->second.get();
@@ -78,6 +91,7 @@ void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next)
   std::vector<std::string> ips;
   if (old) {
     mark(workload_id(old->uid));
+    mark_waypoint_block(*old);
     if (services_change) mark_services_of(*old);
     if (old->is_workload()) ips = old->ips;
     index_pod(old, false);
@@ -90,6 +104,7 @@ void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next)
     pod_by_uid[p->uid] = p;
     index_pod(p, true);
     mark(workload_id(p->uid));
+    mark_waypoint_block(*p);
     if (services_change) mark_services_of(*p);
     if (p->is_workload()) ips.insert(ips.end(), p->ips.begin(), p->ips.end());
   } else {

@@ -33,7 +33,28 @@ std::vector<double> latency_buckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 }
 
+// Nodes get only the kinds they read.
+bool visible(const WaypointScope* scope, const std::string& id) {
+  return scope ? scope->wants(id) : push::node_kind(push::resource_kind(id));
+}
+
 }  // namespace
+
+std::string Principal::name() const {
+  return is_waypoint() ? push::kWaypointPrincipalPrefix + waypoint_ns + "/" + waypoint : node;
+}
+
+bool WaypointScope::wants(const std::string& id) const {
+  auto k = push::resource_kind(id);
+  if (push::node_kind(k)) return true;
+  if (k == push::ResourceKind::kWaypoint) return id == waypoint_block_id(ns, gateway, pod);
+  if (k == push::ResourceKind::kUnknown) return false;
+  auto a = id.find('/');
+  auto b = id.find('/', a + 1);
+  if (b == std::string::npos) return false;
+  std::string_view in = std::string_view(id).substr(a + 1, b - a - 1);
+  return in == ns || in == root_ns;
+}
 
 PushServer::PushServer(uv_loop_t* loop, Model& model, Authenticator& auth, SignFn sign,
                        tls::SslCtxPtr ctx, metrics::Registry& registry, PushOptions opts)
@@ -129,7 +150,7 @@ void PushServer::text_apply(const Delta& d) {
 }
 
 std::string PushServer::delta_json(uint64_t since, uint64_t version, const Delta& d,
-                                   bool with_bundle) {
+                                   bool with_bundle, const WaypointScope* scope) {
   std::string s;
   s.reserve(256 + d.upserts.size() * 256);
   s += R"({"type":"delta","epoch":)";
@@ -139,6 +160,7 @@ std::string PushServer::delta_json(uint64_t since, uint64_t version, const Delta
   s += R"(,"upserts":{)";
   bool first = true;
   for (const auto& [id, body] : d.upserts) {
+    if (!visible(scope, id)) continue;
     if (!first) s += ',';
     first = false;
     s += nlohmann::json(id).dump();
@@ -146,14 +168,20 @@ std::string PushServer::delta_json(uint64_t since, uint64_t version, const Delta
     auto t = text_.find(id);
     s += t != text_.end() ? *t->second : body->dump();
   }
-  s += R"(},"removes":)";
-  s += nlohmann::json(d.removes).dump();
-  s += '}';
+  s += R"(},"removes":[)";
+  first = true;
+  for (const auto& id : d.removes) {
+    if (!visible(scope, id)) continue;
+    if (!first) s += ',';
+    first = false;
+    s += nlohmann::json(id).dump();
+  }
+  s += "]}";
   return s;
 }
 
-std::shared_ptr<const std::string> PushServer::snapshot_frame() {
-  if (snapshot_ && snapshot_version_ == version_) return snapshot_;
+std::shared_ptr<const std::string> PushServer::snapshot_frame(const WaypointScope* scope) {
+  if (!scope && snapshot_ && snapshot_version_ == version_) return snapshot_;
   size_t total = 256 + bundle_.size();
   for (const auto& [id, t] : text_) total += id.size() + t->size() + 8;
   std::string s;
@@ -166,6 +194,7 @@ std::shared_ptr<const std::string> PushServer::snapshot_frame() {
   s += R"(,"resources":{)";
   bool first = true;
   for (const auto& [id, t] : text_) {
+    if (!visible(scope, id)) continue;
     if (!first) s += ',';
     first = false;
     s += nlohmann::json(id).dump();
@@ -175,23 +204,24 @@ std::shared_ptr<const std::string> PushServer::snapshot_frame() {
   s += "}}";
   std::string h = push::frame_header(s.size() - 4);
   s.replace(0, 4, h);
+  if (scope) return std::make_shared<const std::string>(std::move(s));  // one waypoint's: not kept
   snapshot_ = std::make_shared<const std::string>(std::move(s));
   snapshot_version_ = version_;
   return snapshot_;
 }
 
 std::shared_ptr<const std::string> PushServer::catch_up(const std::string& epoch, uint64_t version,
-                                                        bool with_bundle) {
+                                                        bool with_bundle, const WaypointScope* scope) {
   if (epoch == opts_.epoch && version <= version_ && version > 0) {
     if (version == version_) {
       if (!with_bundle) return nullptr;
       std::string s;
-      push::append_frame(&s, delta_json(version, version, Delta{}, true));
+      push::append_frame(&s, delta_json(version, version, Delta{}, true, scope));
       return std::make_shared<const std::string>(std::move(s));
     }
     // Deltas version+1 .. version_ must all be in the log.
     if (!log_.empty() && log_.front().version <= version + 1) {
-      if (log_.back().version == version_ && version + 1 == version_ && !with_bundle)
+      if (log_.back().version == version_ && version + 1 == version_ && !with_bundle && !scope)
         return log_.back().frame;
       std::map<std::string, ResourcePtr> up;
       std::set<std::string> rm;
@@ -210,11 +240,11 @@ std::shared_ptr<const std::string> PushServer::catch_up(const std::string& epoch
       merged.upserts.assign(up.begin(), up.end());
       merged.removes.assign(rm.begin(), rm.end());
       std::string s;
-      push::append_frame(&s, delta_json(version, version_, merged, with_bundle));
+      push::append_frame(&s, delta_json(version, version_, merged, with_bundle, scope));
       return std::make_shared<const std::string>(std::move(s));
     }
   }
-  return snapshot_frame();
+  return snapshot_frame(scope);
 }
 
 void PushServer::publish(const Delta& d) {
@@ -222,7 +252,7 @@ void PushServer::publish(const Delta& d) {
   if (d.version > version_) {
     version_ = d.version;
     std::string s;
-    push::append_frame(&s, delta_json(d.version - 1, d.version, d, false));
+    push::append_frame(&s, delta_json(d.version - 1, d.version, d, false, nullptr));
     log_.push_back({d.version, std::make_shared<const std::string>(std::move(s)), d,
                     std::chrono::steady_clock::now()});
     while (log_.size() > opts_.history) log_.pop_front();
@@ -338,7 +368,11 @@ Result<void> TokenFileAuthenticator::load() {
     ls >> node;
     if (ls >> extra)
       return make_error(Errc::kInvalidArgument,
-                        path_ + ":" + std::to_string(n) + ": expected \"<token> [<node>]\"");
+                        path_ + ":" + std::to_string(n) + ": expected \"<token> [<node>|waypoint:<ns>/<gateway>]\"");
+    std::string wns, wgw;
+    if (node.rfind(push::kWaypointPrincipalPrefix, 0) == 0 && !push::parse_waypoint_principal(node, &wns, &wgw))
+      return make_error(Errc::kInvalidArgument, path_ + ":" + std::to_string(n) + ": \"" + node +
+                                                    "\" is not waypoint:<namespace>/<gateway>");
     if (token.size() < 16)
       return make_error(Errc::kInvalidArgument,
                         path_ + ":" + std::to_string(n) + ": token shorter than 16 characters");
@@ -350,16 +384,29 @@ Result<void> TokenFileAuthenticator::load() {
 }
 
 void TokenFileAuthenticator::authenticate(const std::string& token, const std::string& claimed,
-                                          std::function<void(Result<std::string>)> done) {
+                                          std::function<void(Result<Principal>)> done) {
   if (auto r = load(); !r) spdlog::warn("push: bootstrap tokens: {}", r.error().message);
   auto it = tokens_.find(token);
   if (token.empty() || it == tokens_.end())
     return done(make_error(Errc::kPermissionDenied, "unknown bootstrap token"));
   if (claimed.empty()) return done(make_error(Errc::kInvalidArgument, "x-warren-node is missing"));
-  if (!it->second.empty() && it->second != claimed)
-    return done(make_error(Errc::kPermissionDenied,
-                           "this token belongs to node " + it->second + ", not " + claimed));
-  done(claimed);
+  Principal p;
+  if (claimed.rfind(push::kWaypointPrincipalPrefix, 0) == 0) {
+    if (!push::parse_waypoint_principal(claimed, &p.waypoint_ns, &p.waypoint))
+      return done(make_error(Errc::kInvalidArgument, "\"" + claimed + "\" is not waypoint:<namespace>/<gateway>"));
+    if (it->second != claimed)
+      return done(make_error(Errc::kPermissionDenied,
+                             "this token does not belong to " + claimed +
+                                 (it->second.empty() ? " (a token without a principal serves nodes only)" : "")));
+    return done(std::move(p));
+  }
+  if (!it->second.empty() && it->second != claimed) {
+    bool waypoint = it->second.rfind(push::kWaypointPrincipalPrefix, 0) == 0;
+    return done(make_error(Errc::kPermissionDenied, "this token belongs to " + (waypoint ? "" : std::string("node ")) +
+                                                        it->second + ", not " + claimed));
+  }
+  p.node = claimed;
+  done(std::move(p));
 }
 
 }  // namespace warren::controller

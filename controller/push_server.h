@@ -6,6 +6,12 @@
 // server still has those deltas; otherwise a snapshot. The same connection
 // carries certificate signing requests.
 //
+// Waypoints subscribe the same way as "waypoint:<ns>/<gateway>" naming their
+// pod; each gets its own view (WaypointScope: node kinds, the routing
+// objects of its namespace and of the root namespace, its pod's waypoint
+// block), built per stream from the shared resource text. Nodes' messages
+// carry only the node kinds and are shared by every node.
+//
 // Sending is paced by HTTP/2 flow control: a large snapshot goes out in slices
 // as the node reads it, and a node that falls behind is not buffered for
 // without bound: it is caught up with one merged delta (or a snapshot) once
@@ -33,12 +39,27 @@
 
 namespace warren::controller {
 
-// Who a connecting node is: `done` gets the node name the token may act as.
+// Who is on the other end of a stream or a CSR: a warren-node, or a
+// waypoint of one Gateway (x-warren-node "waypoint:<ns>/<gateway>").
+struct Principal {
+  std::string node;                   // a node: its name; empty for a waypoint
+  std::string waypoint_ns, waypoint;  // a waypoint: its Gateway
+  // Kubernetes mode: the service account the waypoint's token belongs to, the
+  // only identity it may obtain. Empty (local tokens): any its Gateway's pods
+  // run as.
+  std::string service_account;
+  bool is_waypoint() const { return !waypoint.empty(); }
+  // The node name, or "waypoint:<ns>/<gateway>".
+  std::string name() const;
+};
+
+// Who a caller is: `done` gets the principal the token may act as, given
+// what it claims (x-warren-node).
 class Authenticator {
  public:
   virtual ~Authenticator() = default;
-  virtual void authenticate(const std::string& token, const std::string& claimed_node,
-                            std::function<void(Result<std::string>)> done) = 0;
+  virtual void authenticate(const std::string& token, const std::string& claimed,
+                            std::function<void(Result<Principal>)> done) = 0;
 };
 
 // Signs a CSR for an identity the caller has already checked; returns the
@@ -102,10 +123,13 @@ class PushServer : public h2::H2Conn::Owner {
   static void on_accept(void* ctx, uv_stream_t* server);
   void accept(uv_stream_t* server);
   // The message that brings a node from (epoch, version) to now.
+  // `scope`: a waypoint stream's (nullptr: a node's, whose messages are
+  // shared between nodes).
   std::shared_ptr<const std::string> catch_up(const std::string& epoch, uint64_t version,
-                                              bool with_bundle);
-  std::shared_ptr<const std::string> snapshot_frame();
-  std::string delta_json(uint64_t since, uint64_t version, const Delta& d, bool with_bundle);
+                                              bool with_bundle, const struct WaypointScope* scope);
+  std::shared_ptr<const std::string> snapshot_frame(const struct WaypointScope* scope);
+  std::string delta_json(uint64_t since, uint64_t version, const Delta& d, bool with_bundle,
+                         const struct WaypointScope* scope);
   void text_apply(const Delta& d);
   void stream_opened(class PushStream* s);
   void stream_closed(class PushStream* s);
@@ -144,19 +168,29 @@ class PushServer : public h2::H2Conn::Owner {
   metrics::Histogram* m_ack_latency_;
 };
 
-// Local mode: a file of "<token> [<node>]" lines ('#' comments); a token
-// without a node may act as any node. Re-read when it changes.
+// What a waypoint stream receives (warren/push_proto.h): the node kinds,
+// the routing objects of its namespace and of the root namespace, and its
+// own pod's waypoint block.
+struct WaypointScope {
+  std::string ns, gateway, pod, root_ns;
+  bool wants(const std::string& id) const;
+};
+
+// Local mode: a file of "<token> [<principal>]" lines ('#' comments), where
+// the principal is a node name or "waypoint:<namespace>/<gateway>"; a token
+// without one may act as any node (not as a waypoint). Re-read when it
+// changes.
 class TokenFileAuthenticator : public Authenticator {
  public:
   explicit TokenFileAuthenticator(std::string path) : path_(std::move(path)) {}
   Result<void> load();
-  void authenticate(const std::string& token, const std::string& claimed_node,
-                    std::function<void(Result<std::string>)> done) override;
+  void authenticate(const std::string& token, const std::string& claimed,
+                    std::function<void(Result<Principal>)> done) override;
 
  private:
   std::string path_;
   long long mtime_ns_ = -1;
-  std::map<std::string, std::string> tokens_;  // token -> node ("" = any)
+  std::map<std::string, std::string> tokens_;  // token -> principal ("" = any node)
 };
 
 }  // namespace warren::controller

@@ -53,15 +53,23 @@ void PushStream::on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool en
   who_.peer = peer_of(c);
   who_.token = Caller::bearer(h);
   who_.claimed_node = header(h, "x-warren-node");
+  who_.pod = header(h, "x-warren-pod");
   resume_epoch_ = header(h, "x-warren-epoch");
   std::string v = header(h, "x-warren-version");
   resume_version_ = v.empty() ? 0 : std::strtoull(v.c_str(), nullptr, 10);
   if (end_stream) return fail(400, "the configuration stream needs a request body");
   std::weak_ptr<bool> alive = alive_;
-  srv_->auth_.authenticate(who_.token, who_.claimed_node, [this, alive](Result<std::string> r) {
+  srv_->auth_.authenticate(who_.token, who_.claimed_node, [this, alive](Result<Principal> r) {
     if (alive.expired()) return;
     if (!r) return fail(r.error().code == Errc::kPermissionDenied ? 403 : 401, r.error().message);
-    who_.node = *r;
+    who_.principal = std::move(*r);
+    who_.node = who_.principal.name();
+    if (who_.principal.is_waypoint()) {
+      if (who_.pod.empty()) return fail(400, "a waypoint must name its pod (x-warren-pod)");
+      who_.node += "/" + who_.pod;
+      scope_ = WaypointScope{who_.principal.waypoint_ns, who_.principal.waypoint, who_.pod,
+                             srv_->model_.options().root_namespace};
+    }
     if (!conn_->submit_response(sid_, 200, true, {{"content-type", "application/x-warren-push"}}))
       return;
     open_ = true;
@@ -76,7 +84,7 @@ void PushStream::pump_updates() {
   if (q_bytes_ >= srv_->opts_.lag_bytes) return;  // caught up when the queue drains
   bool bundle = bundle_gen_ != srv_->bundle_gen_;
   if (sent_epoch_ == srv_->opts_.epoch && sent_version_ == srv_->version_ && !bundle) return;
-  auto msg = srv_->catch_up(sent_epoch_, sent_version_, bundle);
+  auto msg = srv_->catch_up(sent_epoch_, sent_version_, bundle, scope_ ? &*scope_ : nullptr);
   sent_epoch_ = srv_->opts_.epoch;
   sent_version_ = srv_->version_;
   bundle_gen_ = srv_->bundle_gen_;
@@ -156,12 +164,13 @@ void SignStream::on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool en
   who_.claimed_node = header(h, "x-warren-node");
   body_done_ = end_stream;
   std::weak_ptr<bool> alive = alive_;
-  srv_->auth_.authenticate(who_.token, who_.claimed_node, [this, alive](Result<std::string> r) {
+  srv_->auth_.authenticate(who_.token, who_.claimed_node, [this, alive](Result<Principal> r) {
     if (alive.expired()) return;
     auth_done_ = true;
-    if (r)
-      who_.node = *r;
-    else
+    if (r) {
+      who_.principal = std::move(*r);
+      who_.node = who_.principal.name();
+    } else
       auth_error_ = r.error().message;
     maybe_answer();
   });
@@ -208,8 +217,16 @@ void SignStream::maybe_answer() {
       !j.contains("csr") || !j["csr"].is_string())
     return refuse(400, "expected {\"identity\": \"spiffe://...\", \"csr\": \"<PEM>\"}");
   std::string id = j["identity"], csr = j["csr"];
-  if (!srv_->model_.identity_on_node(who_.node, id))
+  if (const Principal& p = who_.principal; p.is_waypoint()) {
+    std::string own = "spiffe://" + srv_->model_.options().trust_domain + "/ns/" + p.waypoint_ns + "/sa/" +
+                      p.service_account;
+    if (!p.service_account.empty() && id != own)
+      return refuse(403, "the token of " + p.waypoint_ns + "/" + p.service_account + " may only obtain " + own);
+    if (!srv_->model_.identity_of_waypoint(p.waypoint_ns, p.waypoint, id))
+      return refuse(403, "no pod of waypoint " + p.waypoint_ns + "/" + p.waypoint + " runs as " + id);
+  } else if (!srv_->model_.identity_on_node(who_.node, id)) {
     return refuse(403, "no pod running as " + id + " is scheduled on node " + who_.node);
+  }
   auto chain = srv_->sign_(csr, id);
   if (!chain) return refuse(400, chain.error().message);
   srv_->m_csr_->with({"signed"})->inc();

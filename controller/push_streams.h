@@ -5,6 +5,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "push_server.h"
@@ -30,7 +31,10 @@ class RequestRouter : public h2::StreamHandler {
 
 // Common to both: authentication of the caller.
 struct Caller {
-  std::string token, claimed_node, node, peer;
+  std::string token, claimed_node, pod, peer;
+  Principal principal;
+  // For logs and status: the node name, or "waypoint:<ns>/<gateway>/<pod>".
+  std::string node;
   static std::string bearer(const h2::Headers& h);
 };
 
@@ -69,6 +73,7 @@ class PushStream : public h2::StreamHandler {
   std::deque<std::pair<std::shared_ptr<const std::string>, size_t>> q_;
   size_t q_bytes_ = 0;  // not yet handed to HTTP/2
   push::FrameReader reader_{1 << 20};
+  std::optional<WaypointScope> scope_;  // a waypoint's stream
 };
 
 class SignStream : public h2::StreamHandler {

@@ -250,4 +250,49 @@ json service_resource(const ServiceInfo& svc, const std::vector<std::string>& vi
 
 json namespace_resource(const NamespaceInfo& ns) { return {{"name", ns.name}, {"labels", labels_json(ns.labels)}}; }
 
+namespace {
+constexpr std::pair<std::string_view, const char*> kRoutingKinds[] = {
+    {"virtualservice", "VirtualService"},
+    {"destinationrule", "DestinationRule"},
+    {"httproute", "HTTPRoute"},
+    {"requestauthentication", "RequestAuthentication"},
+};
+}  // namespace
+
+std::string routing_id(const std::string& kind, const std::string& ns, const std::string& name) {
+  for (const auto& [type, k] : kRoutingKinds)
+    if (kind == k) return std::string(type) + "/" + ns + "/" + name;
+  return "";
+}
+
+const char* routing_kind(std::string_view type) {
+  for (const auto& [t, k] : kRoutingKinds)
+    if (type == t) return k;
+  return nullptr;
+}
+
+std::optional<WaypointGateway> waypoint_gateway(const json& obj) {
+  const json* spec = get(obj, "spec");
+  if (str(obj, "kind") != "Gateway" || !spec || str(*spec, "gatewayClassName") != kWaypointGatewayClass)
+    return std::nullopt;
+  static const json empty = json::object();
+  const json* md = get(obj, "metadata");
+  if (!md) md = &empty;
+  WaypointGateway g;
+  g.ns = str(*md, "namespace");
+  g.name = str(*md, "name");
+  g.uid = str(*md, "uid");
+  const json* ann = get(*md, "annotations");
+  if (ann) {
+    g.service_account = str(*ann, kGatewayServiceAccountAnnotation);
+    g.for_service_account = str(*ann, kForServiceAccountAnnotation);
+  }
+  if (g.service_account.empty()) g.service_account = g.name;
+  return g;
+}
+
+json waypoint_block(const PodInfo& pod, const std::string& gateway, const std::string& address) {
+  return {{"name", gateway}, {"namespace", pod.ns}, {"serviceAccount", pod.service_account}, {"address", address}};
+}
+
 }  // namespace warren::controller

@@ -130,6 +130,38 @@ nlohmann::json service_resource(const ServiceInfo& svc, const std::vector<std::s
 // namespace/<name>: {name, labels}.
 nlohmann::json namespace_resource(const NamespaceInfo& ns);
 
+// ---- what waypoints receive (push_proto.h says who gets what) ----
+
+// The routing kinds waypoints read, held as written (trimmed, model.cpp)
+// under "<lowercase kind>/<ns>/<name>"; "" for other kinds.
+std::string routing_id(const std::string& kind, const std::string& ns, const std::string& name);
+// The Kubernetes kind of a routing id's first segment ("virtualservice" ->
+// "VirtualService"); nullptr for others.
+const char* routing_kind(std::string_view type);
+// waypoint/<ns>/<gateway>/<pod>: the block of a waypoint's own pod (label
+// gateway.networking.k8s.io/gateway-name): {name: <gateway>, namespace,
+// serviceAccount (the pod's: the waypoint's own identity), address (its first IP)}.
+inline std::string waypoint_block_id(const std::string& ns, const std::string& gateway, const std::string& pod) {
+  return "waypoint/" + ns + "/" + gateway + "/" + pod;
+}
+nlohmann::json waypoint_block(const PodInfo& pod, const std::string& gateway, const std::string& address);
+
+// A Gateway of class warren-waypoint, as placement needs it (local
+// launcher, Kubernetes Deployment).
+struct WaypointGateway {
+  std::string ns, name;
+  // The service account its pods run as: Istio's annotation
+  // gateway.istio.io/service-account, else the Gateway's name (what Istio
+  // ambient gives a waypoint's Deployment).
+  std::string service_account;
+  std::string for_service_account;  // warren.io/for-service-account: the workloads it serves
+  std::string uid;                  // metadata.uid (owner of what is created for it)
+  bool operator==(const WaypointGateway&) const = default;
+};
+inline constexpr const char* kGatewayServiceAccountAnnotation = "gateway.istio.io/service-account";
+// Nullopt when `obj` is not a Gateway of class warren-waypoint.
+std::optional<WaypointGateway> waypoint_gateway(const nlohmann::json& obj);
+
 // Resource ids (model.h).
 inline std::string workload_id(const std::string& uid) { return "workload/" + uid; }
 inline std::string service_id(const std::string& ns, const std::string& name) { return "service/" + ns + "/" + name; }

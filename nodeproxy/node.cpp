@@ -11,8 +11,8 @@
 #include "inbound.h"
 #include "inpod.h"
 #include "pool.h"
-#include "cert_manager.h"
-#include "controller_client.h"
+#include "warren/cert_manager.h"
+#include "warren/controller_client.h"
 #include "socks_entry.h"
 #include "warren/http_server.h"
 

@@ -23,14 +23,24 @@ namespace warren::http {
 class Server;
 }
 
+namespace warren::push {
+class ControllerClient;
+}
+namespace warren::certs {
+class CertManager;
+class CsrTransport;
+}
+
 namespace warren::node {
 
 class Inbound;
 class SocksEntry;
 class InPod;
-class ControllerClient;
-class CertManager;
-class CsrTransport;
+// The controller's client and the certificate manager live in common/
+// (warren-waypoint uses them too).
+using certs::CertManager;
+using certs::CsrTransport;
+using push::ControllerClient;
 
 // SO_MARK of the proxy's own sockets in pod netns (never captured).
 inline constexpr uint32_t kMeshMark = 0x539;

@@ -7,38 +7,17 @@
 
 #include <set>
 
-#include "cert_manager.h"
-#include "controller_client.h"
+#include "warren/cert_manager.h"
+#include "warren/controller_client.h"
 #include "inbound.h"
 #include "node.h"
 
 namespace warren::node {
 
-namespace {
-
-// The CertManager's transport: CSRs ride the controller connection.
-class ClientTransport : public CsrTransport {
- public:
-  explicit ClientTransport(std::unique_ptr<ControllerClient>* c) : c_(c) {}
-  void request(const std::string& id, const std::string& csr,
-               std::function<void(Result<std::string>)> done) override {
-    if (!*c_) return done(make_error(Errc::kUnavailable, "no controller client"));
-    (*c_)->request_certificate(id, csr, std::move(done));
-  }
-
- private:
-  std::unique_ptr<ControllerClient>* c_;
-};
-
-}  // namespace
+using push::ControllerClientOptions;
 
 Result<void> Node::start_controller(const config::Snapshot& boot) {
   const auto& cc = boot.controller;
-  auto addr = SockAddr::parse(cc.address);
-  auto named = addr ? std::nullopt : config::parse_host_port(cc.address);
-  if (!addr && !named)
-    return make_error(Errc::kInvalidArgument,
-                      "controller address \"" + cc.address + "\" is not IP:port or NAME:port");
   if (cc.token_file.empty() || cc.ca_file.empty())
     return make_error(Errc::kInvalidArgument,
                       "controller mode needs a token file and a CA file (controller.tokenFile, "
@@ -46,12 +25,7 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
   builder_ = std::make_unique<config::SnapshotBuilder>(boot);
 
   ControllerClientOptions o;
-  if (addr) {
-    o.address = *addr;
-  } else {
-    o.host = named->first;
-    o.port = named->second;
-  }
+  if (auto r = o.set_address(cc.address); !r) return r;
   o.node = boot.node_name;
   o.token_file = cc.token_file;
   o.ca_file = cc.ca_file;
@@ -74,7 +48,7 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
          }
          body = nlohmann::json();
        }});
-  transport_ = std::make_unique<ClientTransport>(&controller_);
+  transport_ = std::make_unique<push::ControllerCsrTransport>(&controller_);
   cert_manager_ = std::make_unique<CertManager>(loop_, store_, *transport_);
   cert_manager_->set_on_change([this](const certs::IdentityStore::ReloadReport& rep) {
     if (rep.roots_changed) {
@@ -91,13 +65,7 @@ Result<void> Node::start_controller(const config::Snapshot& boot) {
     // Listeners that could not open for lack of a certificate can now.
     if (snap_ && !stopped_) (void)inbound_->sync_listeners(*snap_);
   });
-  controller_->on_trust_bundle = [this](const std::string& pem) {
-    if (auto r = cert_manager_->set_trust_bundle(pem); !r)
-      spdlog::error("controller sent a trust bundle that does not parse: {}", r.error().message);
-  };
-  controller_->on_connection = [this](bool up) {
-    if (up) cert_manager_->retry_failed_now();
-  };
+  push::feed_cert_manager(*controller_, *cert_manager_);
   controller_->start();
   spdlog::info("warren-node {}: configuration and certificates from controller {}", boot.node_name,
                cc.address);

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "session.h"
+#include "upstream_h2.h"
 #include "upstream.h"
 #include "warren/defer.h"
 
@@ -60,11 +61,26 @@ Result<void> Proxy::load_certs(const config::Snapshot& mesh, const std::string& 
 }
 
 Result<void> Proxy::start() {
+  if (opts_.controller.enabled()) return start_controller();
   auto st = load_state(opts_.config_path);
   if (!st.ok()) return st.error();
   for (const auto& w : (*st)->warnings) spdlog::warn("{}: {}", opts_.config_path, w);
   if (auto r = load_certs(*(*st)->mesh, (*st)->self.identity); !r.ok()) return r;
   state_ = *st;
+  if (auto r = open(); !r) return r;
+  uv_fs_poll_init(loop_, &config_poll_);
+  config_poll_.data = this;
+  polling_ = true;
+  uv_fs_poll_start(
+      &config_poll_,
+      [](uv_fs_poll_t* h, int status, const uv_stat_t*, const uv_stat_t*) {
+        if (status == 0) (void)static_cast<Proxy*>(h->data)->reload();
+      },
+      opts_.config_path.c_str(), opts_.config_poll_ms);
+  return {};
+}
+
+Result<void> Proxy::open() {
   const auto& self = state_->self;
   auto l = net::TcpListener::listen(loop_, SockAddr{self.address, state_->mesh->listeners.hbone_port},
                                     &Proxy::on_accept, this);
@@ -79,19 +95,7 @@ Result<void> Proxy::start() {
   auto rd = ready_srv_->listen(ls.readiness);
   if (!rd.ok()) return rd.error();
   reloads_ok_->inc();
-  if (!state_->zipkin.empty()) {
-    zipkin_addr_ = state_->zipkin;
-    zipkin_ = std::make_unique<ZipkinExporter>(loop_, zipkin_addr_);
-  }
-
-  uv_fs_poll_init(loop_, &config_poll_);
-  config_poll_.data = this;
-  uv_fs_poll_start(
-      &config_poll_,
-      [](uv_fs_poll_t* h, int status, const uv_stat_t*, const uv_stat_t*) {
-        if (status == 0) (void)static_cast<Proxy*>(h->data)->reload();
-      },
-      opts_.config_path.c_str(), opts_.config_poll_ms);
+  apply_zipkin();
   uv_signal_init(loop_, &sighup_);
   sighup_.data = this;
   uv_signal_start(
@@ -107,6 +111,7 @@ Result<void> Proxy::start() {
         },
         sig == &sigterm_ ? SIGTERM : SIGINT);
   }
+  signals_ = true;
   spdlog::info(
       "warren-waypoint {}/{} ({}) ready on {}:{}: {} routes, {} destination rules, admin {}, metrics {}",
       self.namespace_, self.name, self.identity, self.address.to_string(), ls.hbone_port,
@@ -114,8 +119,71 @@ Result<void> Proxy::start() {
   return {};
 }
 
+void Proxy::apply_zipkin() {
+  if (state_->zipkin == zipkin_addr_ && (zipkin_ || zipkin_addr_.empty())) return;
+  if (zipkin_) zipkin_->close();
+  zipkin_.reset();
+  zipkin_addr_ = state_->zipkin;
+  if (!zipkin_addr_.empty()) zipkin_ = std::make_unique<ZipkinExporter>(loop_, zipkin_addr_);
+}
+
+// ---- controller mode (controller_source.h) -------------------------------------------------
+
+Result<void> Proxy::start_controller() {
+  source_ = std::make_unique<ControllerSource>(loop_, opts_.controller, store_);
+  return source_->start([this](StatePtr st) { return install(std::move(st)); },
+                        [this](const certs::IdentityStore::ReloadReport&) { refresh_tls(); });
+}
+
+Result<void> Proxy::install(StatePtr st) {
+  if (stopped_) return make_error(Errc::kUnavailable, "the waypoint is stopping");
+  if (state_ && (st->self.identity != state_->self.identity || st->self.address != state_->self.address)) {
+    reloads_failed_->inc();
+    return make_error(Errc::kInvalidArgument,
+                      "the waypoint's identity and address cannot change while running (" + state_->self.identity +
+                          " at " + state_->self.address.to_string() + ")");
+  }
+  bool first = !state_;
+  state_ = std::move(st);
+  if (listener_) {
+    reloads_ok_->inc();
+    apply_zipkin();
+    spdlog::info("configuration from the controller: {} routes, {} destination rules", state_->routes.size(),
+                 state_->rules.size());
+  } else if (first) {
+    spdlog::info("first configuration from the controller ({}); waiting for the certificate of {}",
+                 state_->self.address.to_string(), state_->self.identity);
+  }
+  if (!server_ctx_ || !listener_) refresh_tls();  // else only a new certificate rebuilds the contexts
+  return {};
+}
+
+void Proxy::refresh_tls() {
+  if (!state_ || stopped_) return;
+  auto id = store_.get(state_->self.identity);
+  if (!id) return;
+  auto s = tls::make_server_ctx(*id, store_.root_ptrs(), state_->mesh->trust_domain);
+  auto c = tls::make_client_ctx(*id, store_.root_ptrs());
+  if (!s.ok() || !c.ok()) {
+    spdlog::error("certificate for {} unusable: {}", state_->self.identity,
+                  (!s.ok() ? s.error() : c.error()).message);
+    return;
+  }
+  server_ctx_ = std::move(*s);
+  client_ctx_ = std::move(*c);
+  if (listener_) return;
+  if (auto r = open(); !r) {
+    spdlog::error("warren-waypoint cannot open its listeners (retrying with the next update): {}",
+                  r.error().message);
+    if (listener_) listener_->close();
+    listener_ = nullptr;
+    for (auto* srv : {&admin_, &metrics_srv_, &ready_srv_})
+      if (*srv) (*srv)->close();
+  }
+}
+
 Result<void> Proxy::reload() {
-  if (stopped_) return {};
+  if (stopped_ || source_) return {};  // controller mode: nothing to re-read
   auto st = load_state(opts_.config_path);
   if (!st.ok()) {
     reloads_failed_->inc();
@@ -135,12 +203,7 @@ Result<void> Proxy::reload() {
   }
   for (const auto& w : (*st)->warnings) spdlog::warn("{}: {}", opts_.config_path, w);
   state_ = *st;
-  if (state_->zipkin != zipkin_addr_) {
-    if (zipkin_) zipkin_->close();
-    zipkin_.reset();
-    zipkin_addr_ = state_->zipkin;
-    if (!zipkin_addr_.empty()) zipkin_ = std::make_unique<ZipkinExporter>(loop_, zipkin_addr_);
-  }
+  apply_zipkin();
   reloads_ok_->inc();
   spdlog::info("configuration reloaded: {} routes, {} destination rules", state_->routes.size(),
                state_->rules.size());
@@ -181,6 +244,7 @@ void Proxy::setup_admin() {
     j["sessions"] = sessions_.size();
     j["upstreamConnections"] = pool_->connections();
     j["idleUpstreamStreams"] = idle_count_;
+    if (source_) j["source"] = source_->status_json();
     r.body = j.dump(2);
     return r;
   });
@@ -203,6 +267,7 @@ void Proxy::stop() {
   std::vector<UpstreamLeg*> idle;
   for (auto& [k, v] : idle_) idle.insert(idle.end(), v.begin(), v.end());
   for (auto* l : idle) l->abandon();
+  if (h2_up_) h2_up_->close_all();
   pool_->close_all();
   pool_->stop_timer();
   if (zipkin_) {
@@ -212,10 +277,11 @@ void Proxy::stop() {
   if (admin_) admin_->close();
   if (metrics_srv_) metrics_srv_->close();
   if (ready_srv_) ready_srv_->close();
-  if (state_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&config_poll_), nullptr);
+  if (source_) source_->stop();
+  if (polling_) uv_close(reinterpret_cast<uv_handle_t*>(&config_poll_), nullptr);
+  if (signals_)
     for (auto* s : {&sighup_, &sigterm_, &sigint_}) uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
-  }
+  polling_ = signals_ = false;
 }
 
 void Proxy::on_accept(void* ctx, uv_stream_t* server) { static_cast<Proxy*>(ctx)->accept(server); }
@@ -279,6 +345,11 @@ Cluster& Proxy::cluster(const std::string& host, const std::string& subset, cons
   c->outlier.set_policy(policy.outlier);
   c->cb->set_limits(policy.pool);
   return *c;
+}
+
+H2UpstreamPool& Proxy::h2_upstreams() {
+  if (!h2_up_) h2_up_ = std::make_unique<H2UpstreamPool>(*this);
+  return *h2_up_;
 }
 
 void Proxy::park(UpstreamLeg* leg) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "controller_source.h"
 #include "load_balancer.h"
 #include "resilience.h"
 #include "state.h"
@@ -30,7 +31,10 @@
 namespace warren::waypoint {
 
 struct ProxyOptions {
-  std::string config_path;
+  std::string config_path;  // file mode
+  // Controller mode when controller.address is set (controller_source.h):
+  // the listeners open once the first configuration and certificate arrived.
+  ControllerSourceOptions controller;
   std::string access_log = "-";  // file, "-" stdout, "" none
   uint32_t connect_timeout_ms = 10000;
   uint32_t config_poll_ms = 500;
@@ -38,6 +42,7 @@ struct ProxyOptions {
 
 class Session;
 class UpstreamLeg;
+class H2UpstreamPool;
 
 // What the proxy keeps per destination (host, subset) across requests and
 // reloads: its load balancer, outlier detector, circuit breaker and the
@@ -60,7 +65,8 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
 
   // Loads configuration and certificates, opens the HBONE listener on
   // <address>:15008 and the admin, metrics and readiness servers. On error
-  // nothing is left listening.
+  // nothing is left listening. Controller mode: starts the subscription; the
+  // rest happens when the configuration and certificate arrive.
   Result<void> start();
   void stop();
   // Re-reads the file; keeps the current state on any error.
@@ -96,6 +102,8 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   // is better spent on the endpoint a request is waiting for); false if none.
   bool evict_idle(const CircuitBreaker* cb);
   size_t idle_legs() const { return idle_count_; }
+  // Multiplexed HTTP/2 connections to endpoints (requests that came in over HTTP/2).
+  H2UpstreamPool& h2_upstreams();
 
   // hbone::PoolEnv
   uv_loop_t* loop() override { return loop_; }
@@ -112,6 +120,13 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   void accept(uv_stream_t* server);
   Result<void> load_certs(const config::Snapshot& mesh, const std::string& identity);
   void setup_admin();
+  // Listeners, admin servers and signals for state_ (certificates loaded).
+  Result<void> open();
+  void apply_zipkin();
+  // Controller mode: a State from the source; the certificates changed.
+  Result<void> start_controller();
+  Result<void> install(StatePtr st);
+  void refresh_tls();
 
   uv_loop_t* loop_;
   ProxyOptions opts_;
@@ -123,6 +138,7 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   metrics::Counter *reloads_ok_ = nullptr, *reloads_failed_ = nullptr;
   metrics::Gauge* sessions_gauge_ = nullptr;
   std::unique_ptr<hbone::Pool> pool_;
+  std::unique_ptr<H2UpstreamPool> h2_up_;  // after pool_: goes first
   net::TcpListener* listener_ = nullptr;
   std::unique_ptr<http::Server> admin_, metrics_srv_, ready_srv_;
   std::unordered_map<h2::H2Conn*, std::pair<std::unique_ptr<h2::H2Conn>, PeerInfo>> conns_;
@@ -139,6 +155,8 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   static constexpr size_t kIdlePerEndpoint = 64;
   uv_fs_poll_t config_poll_{};
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};
+  bool polling_ = false, signals_ = false;
+  std::unique_ptr<ControllerSource> source_;
   bool stopped_ = false;
 };
 

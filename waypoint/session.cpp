@@ -21,11 +21,21 @@ Session::Session(Proxy& p, h2::H2Conn* c, int32_t sid)
     : p_(p), conn_(c), sid_(sid), timeout_(p.loop()), retry_timer_(p.loop()), delay_timer_(p.loop()),
       head_timer_(p.loop()) {}
 
+Session::Session(Session& parent, h2::H2Conn* inner, int32_t sid)
+    : p_(parent.p_), conn_(inner), sid_(sid), state_(parent.state_), mode_(Mode::kH2Stream),
+      authority_(parent.authority_), target_(parent.target_), src_identity_(parent.src_identity_),
+      src_addr_(parent.src_addr_), src_(parent.src_), timeout_(p_.loop()), retry_timer_(p_.loop()),
+      delay_timer_(p_.loop()), head_timer_(p_.loop()), src_ip_text_(parent.src_ip_text_),
+      dst_ip_text_(parent.dst_ip_text_) {
+  parent_ = &parent;
+}
+
 Session::~Session() = default;
 
 // ---- downstream stream ----
 
 void Session::on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) {
+  if (mode_ == Mode::kH2Stream) return h2_request(std::move(h), end_stream);
   if (mode_ != Mode::kConnect) return;
   const auto* peer = p_.peer(c);
   state_ = p_.state();
@@ -68,14 +78,24 @@ void Session::on_data(h2::H2Conn*, int32_t, const uint8_t* data, size_t len) {
   process();
 }
 
+void Session::on_trailers(h2::H2Conn*, int32_t, h2::Headers&& h) {
+  // Only an inner HTTP/2 stream has request trailers (the CONNECT stream's are ignored).
+  if (mode_ != Mode::kH2Stream || !ex_ || ex_->local) return;
+  ex_->trailers.clear();
+  for (auto& [k, v] : h) ex_->trailers.push_back({std::move(k), std::move(v)});
+}
+
 void Session::on_end_stream(h2::H2Conn*, int32_t) {
   down_eof_ = true;
   process();
 }
 
 void Session::on_stream_close(h2::H2Conn*, int32_t, uint32_t) {
+  bool child = mode_ == Mode::kH2Stream;
   closed_ = true;
   mode_ = Mode::kDone;
+  // An HTTP/2 session's inner streams go with it (each gets on_stream_close).
+  if (h2_) h2_closed("downstream stream closed");
   if (leg_) leg_->abandon();
   leg_ = nullptr;
   timeout_.stop();
@@ -85,14 +105,27 @@ void Session::on_stream_close(h2::H2Conn*, int32_t, uint32_t) {
   ext_authz_.reset();
   attempt_done(Outcome::reset(), false);
   if (ex_ && !ex_->local) {
-    ex_->rec.response_flags = ex_->response_started ? "DC" : "DC";
+    ex_->rec.response_flags = "DC";
     ex_->rec.response_code = ex_->response_started ? ex_->rec.response_code : 0;
   }
+  if (ex_ && child) {  // an HTTP/2 request the client cancelled: still one request in the metrics
+    ex_->rec.duration =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ex_->t0);
+    ex_->rec.attempts = ex_->attempts;
+    p_.request_metrics().record(ex_->rec);
+    p_.write_access_log(ex_->rec);
+  }
   ex_.reset();
-  p_.session_gone(this);
+  if (!child) return p_.session_gone(this);
+  Session* parent = parent_;
+  parent_ = nullptr;
+  if (parent) parent->h2_stream_gone();
+  Session* self = this;
+  defer(p_.loop(), [self] { delete self; });
 }
 
 void Session::on_send_drain(h2::H2Conn*, int32_t) {
+  if (mode_ == Mode::kH2 && h2_) return process();  // the inner server may write (and read) again
   if (leg_) leg_->resume();
 }
 
@@ -138,7 +171,7 @@ void Session::process_once() {
     size_t n = std::min(in_.size(), plen);
     if (in_.compare(0, n, kH2Preface, n) == 0) {
       if (n < plen) return;  // could still be the HTTP/2 preface
-      start_opaque();        // HTTP/2 is carried opaquely for now (L4 only)
+      start_h2();
     } else {
       Sniff k = sniff_http1(in_);
       if (k == Sniff::kMore) return;
@@ -184,6 +217,8 @@ void Session::process_once() {
     }
     if (mode_ == Mode::kHttp1 && down_eof_ && !ex_ && (in_.empty() || parser_->closed())) end_down();
   }
+  if (mode_ == Mode::kH2) process_h2();
+  if (mode_ == Mode::kH2Stream) return process_h2_stream();
   if (mode_ == Mode::kOpaque && leg_ && !in_.empty() && leg_->buffered() < kHigh) {
     leg_->send(in_);
     in_.clear();

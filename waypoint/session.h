@@ -4,10 +4,21 @@
 // The first bytes decide the protocol: an HTTP/1 request line makes it an
 // HTTP/1.1 session (requests parsed, normalised, routed one at a time, each
 // forwarded over an HBONE stream to the chosen endpoint, the response parsed
-// and relayed back); anything else is carried opaquely to one endpoint of the
-// service (L4 only). Backpressure both ways: downstream bytes are only
-// acknowledged to HTTP/2 flow control once forwarded, upstream response
-// bytes only once the downstream stream took them.
+// and relayed back); the HTTP/2 preface makes it an HTTP/2 session (an inner
+// cleartext HTTP/2 server over the tunnelled bytes, session_h2.cpp, each of
+// its streams a request of its own); anything else is carried opaquely to
+// one endpoint of the service (L4 only). Backpressure both ways: downstream
+// bytes are only acknowledged to HTTP/2 flow control once forwarded,
+// upstream response bytes only once the downstream stream took them.
+//
+// A request goes through the same pipeline whatever its protocol (one
+// Exchange: authentication, authorization, routing, faults, attempts,
+// retries, timeouts, mirrors, telemetry); what differs is how its response
+// is written (HTTP/1 bytes on the CONNECT stream, or HEADERS/DATA/trailers
+// on an inner HTTP/2 stream) and how it goes upstream (an UpstreamLeg with
+// HTTP/1.1, or an H2UpstreamStream on a multiplexed HTTP/2 connection). For
+// HTTP/2 each inner stream is a Session of its own (Mode::kH2Stream) that
+// shares the CONNECT stream's context.
 #pragma once
 
 #include <chrono>
@@ -30,7 +41,8 @@
 namespace warren::waypoint {
 
 class Proxy;
-class UpstreamLeg;
+class Leg;
+class H2Downstream;
 
 // Why an upstream attempt ended without a usable response.
 enum class UpFailure { kConnect, kReset, kRefused };
@@ -38,11 +50,14 @@ enum class UpFailure { kConnect, kReset, kRefused };
 class Session : public h2::StreamHandler, public Http1Handler {
  public:
   Session(Proxy& p, h2::H2Conn* c, int32_t sid);
+  // One stream of the inner HTTP/2 connection of `parent` (an HTTP/2 session).
+  Session(Session& parent, h2::H2Conn* inner, int32_t sid);
   ~Session() override;
 
   // h2::StreamHandler (the downstream CONNECT stream)
   void on_headers(h2::H2Conn* c, int32_t sid, h2::Headers&& h, bool end_stream) override;
   void on_data(h2::H2Conn* c, int32_t sid, const uint8_t* data, size_t len) override;
+  void on_trailers(h2::H2Conn* c, int32_t sid, h2::Headers&& h) override;
   void on_end_stream(h2::H2Conn* c, int32_t sid) override;
   void on_stream_close(h2::H2Conn* c, int32_t sid, uint32_t code) override;
   void on_send_drain(h2::H2Conn* c, int32_t sid) override;
@@ -54,21 +69,35 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void on_complete() override;
 
   // From the upstream leg.
-  void up_open(UpstreamLeg* l);
-  void up_failed(UpstreamLeg* l, UpFailure f, const std::string& why);
-  void up_response_head(UpstreamLeg* l, MessageHead& h);
-  void up_response_body(UpstreamLeg* l, std::string_view data);
-  void up_response_trailers(UpstreamLeg* l, Headers& t);
-  void up_response_complete(UpstreamLeg* l);
-  void up_raw(UpstreamLeg* l, std::string_view data);  // opaque mode
-  void up_raw_end(UpstreamLeg* l);
-  void up_drained(UpstreamLeg* l);
+  void up_open(Leg* l);
+  void up_failed(Leg* l, UpFailure f, const std::string& why);
+  void up_response_head(Leg* l, MessageHead& h);
+  void up_response_body(Leg* l, std::string_view data);
+  void up_response_trailers(Leg* l, Headers& t);
+  void up_response_complete(Leg* l);
+  void up_raw(Leg* l, std::string_view data);  // opaque mode
+  void up_raw_end(Leg* l);
+  void up_drained(Leg* l);
   bool downstream_full() const;
 
   void shutdown(const std::string& why);
 
+  // HTTP/2 session (session_h2.cpp), from its inner connection.
+  void h2_output(std::string&& data);  // frames for the client
+  size_t h2_output_queued() const;
+  void h2_closed(const std::string& reason);
+  void h2_stream_gone();
+
  private:
-  enum class Mode { kConnect, kDetect, kHttp1, kOpaque, kDone };
+  enum class Mode {
+    kConnect,
+    kDetect,
+    kHttp1,
+    kH2,        // the CONNECT stream carries HTTP/2: an inner server runs over it
+    kH2Stream,  // one stream of that inner server: one request
+    kOpaque,
+    kDone
+  };
   struct Exchange;
   struct Pick {
     const config::Workload* ep = nullptr;
@@ -89,6 +118,18 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void process();
   void process_once();
   void start_opaque();
+  // The first request fields of an exchange, whatever the protocol.
+  void begin_exchange(MessageHead head, const char* protocol);
+  // HTTP/2 (session_h2.cpp).
+  void start_h2();
+  void process_h2();
+  void process_h2_stream();
+  void h2_request(h2::Headers&& h, bool end_stream);
+  void h2_response_head(MessageHead& h);
+  void h2_response_end();
+  void h2_local_reply(int status, const std::string& body, const std::string& details, const Headers& extra);
+  void start_h2_attempt(const config::Workload& ep, const SockAddr& addr);
+  void mirror_h2(const MessageHead& h, const config::Workload& ep, const SockAddr& addr);
   void dispatch();                 // route the parsed head and start an attempt
   void start_attempt();
   // Schedules another attempt when the policy allows (status: an upstream
@@ -118,7 +159,9 @@ class Session : public h2::StreamHandler, public Http1Handler {
   size_t unconsumed_ = 0;   // received, not yet acknowledged to flow control
   std::unique_ptr<Http1Parser> parser_;
   std::unique_ptr<Exchange> ex_;
-  UpstreamLeg* leg_ = nullptr;       // the attempt in flight (or the opaque leg)
+  Leg* leg_ = nullptr;               // the attempt in flight (or the opaque leg)
+  std::unique_ptr<H2Downstream> h2_;  // kH2: the inner HTTP/2 server
+  Session* parent_ = nullptr;         // kH2Stream: the HTTP/2 session
   Timer timeout_, retry_timer_, delay_timer_, head_timer_;
   bool head_timing_ = false;  // a request head has started and not ended
   bool in_process_ = false, again_ = false;

@@ -9,12 +9,14 @@
 #include <optional>
 #include <string>
 
+#include "grpc.h"
 #include "headers.h"
 #include "path.h"
 #include "proxy.h"
 #include "session.h"
 #include "trace.h"
 #include "upstream.h"
+#include "upstream_h2.h"
 
 namespace warren::waypoint {
 namespace session_detail {
@@ -70,6 +72,8 @@ struct Session::Exchange {
   RouteSelection sel;
   const RouteDestination* dest = nullptr;
   std::string fwd_head;  // the serialised head for the upstream
+  MessageHead fwd;       // the head for an HTTP/2 upstream
+  bool h2_resp_body = false;  // HTTP/2: the response HEADERS left the stream open
   bool chunked_up = false;
   const config::Workload* ep = nullptr;
   SockAddr ep_addr;
@@ -100,5 +104,37 @@ struct Session::Exchange {
   }
 };
 
+namespace session_detail {
+// The inner server's limits: windows small enough that many tunnelled
+// connections stay cheap, large enough for bulk transfers.
+inline h2::H2Limits inner_server_limits() {
+  h2::H2Limits l;
+  l.max_concurrent_streams = 100;
+  l.stream_window = 1 << 20;
+  l.conn_window = 4 << 20;
+  l.max_frame = 16384;
+  l.max_header_list = 64 << 10;
+  return l;
+}
+}  // namespace session_detail
+
+// The inner server connection of one HTTP/2 session (Mode::kH2): its
+// output goes into the CONNECT stream, each of its streams is a Session.
+class H2Downstream : public h2::H2Conn::Owner, public h2::H2Conn::Output {
+ public:
+  explicit H2Downstream(Session& s)
+      : s_(s), conn_(nullptr, nullptr, /*server=*/true, this, session_detail::inner_server_limits()) {
+    conn_.set_output(this);
+  }
+  h2::H2Conn& conn() { return conn_; }
+  h2::StreamHandler* on_new_stream(h2::H2Conn* c, int32_t sid) override { return new Session(s_, c, sid); }
+  void on_conn_close(h2::H2Conn*, const std::string& reason) override { s_.h2_closed(reason); }
+  void write(std::string&& data) override { s_.h2_output(std::move(data)); }
+  size_t queued() const override { return s_.h2_output_queued(); }
+
+ private:
+  Session& s_;
+  h2::H2Conn conn_;
+};
 
 }  // namespace warren::waypoint

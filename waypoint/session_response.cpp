@@ -5,13 +5,13 @@ namespace warren::waypoint {
 
 using namespace session_detail;
 
-void Session::up_open(UpstreamLeg*) {}
+void Session::up_open(Leg*) {}
 
-void Session::up_drained(UpstreamLeg* l) {
+void Session::up_drained(Leg* l) {
   if (l == leg_) process();
 }
 
-void Session::up_failed(UpstreamLeg* l, UpFailure f, const std::string& why) {
+void Session::up_failed(Leg* l, UpFailure f, const std::string& why) {
   if (l != leg_) return;
   leg_ = nullptr;
   if (closed_) return;
@@ -59,7 +59,7 @@ void Session::retry_or_fail(UpFailure f, const std::string& why) {
                                        : "upstream_reset_before_response_started{remote_reset}");
 }
 
-void Session::up_response_head(UpstreamLeg* l, MessageHead& h) {
+void Session::up_response_head(Leg* l, MessageHead& h) {
   if (l != leg_ || !ex_ || closed_) return;
   auto& e = *ex_;
   {
@@ -82,6 +82,7 @@ void Session::up_response_head(UpstreamLeg* l, MessageHead& h) {
   if (e.sel.route) e.sel.route->response_headers.apply(h.headers);
   if (e.dest) e.dest->response.apply(h.headers);
   if (auto gs = header_of(h.headers, "grpc-status"); !gs.empty()) e.rec.grpc_status = std::atoi(gs.c_str());
+  if (mode_ == Mode::kH2Stream) return h2_response_head(h);
   ForwardOptions o;
   o.framing = h.framing;
   o.content_length = h.content_length;
@@ -120,21 +121,25 @@ void Session::up_response_head(UpstreamLeg* l, MessageHead& h) {
   if (h.status == 101) mode_ = Mode::kOpaque;
 }
 
-void Session::up_response_body(UpstreamLeg* l, std::string_view data) {
+void Session::up_response_body(Leg* l, std::string_view data) {
   if (l != leg_ || !ex_) return;
   ex_->rec.response_body_bytes += data.size();
   if (ex_->chunk_down) send_down(encode_chunk(data));
   else send_down(data);
 }
 
-void Session::up_response_trailers(UpstreamLeg* l, Headers& t) {
+void Session::up_response_trailers(Leg* l, Headers& t) {
   if (l != leg_ || !ex_) return;
   if (auto gs = header_of(t, "grpc-status"); !gs.empty()) ex_->rec.grpc_status = std::atoi(gs.c_str());
   ex_->resp_trailers = std::move(t);
 }
 
-void Session::up_response_complete(UpstreamLeg* l) {
+void Session::up_response_complete(Leg* l) {
   if (l != leg_ || !ex_) return;
+  if (mode_ == Mode::kH2Stream) {
+    h2_response_end();
+    return finish_exchange();
+  }
   if (ex_->chunk_down) {
     auto last = encode_last_chunk(ex_->resp_trailers);
     send_down(last.ok() ? *last : "0\r\n\r\n");
@@ -146,11 +151,11 @@ void Session::up_response_complete(UpstreamLeg* l) {
   finish_exchange();
 }
 
-void Session::up_raw(UpstreamLeg* l, std::string_view data) {
+void Session::up_raw(Leg* l, std::string_view data) {
   if (l == leg_) send_down(data);
 }
 
-void Session::up_raw_end(UpstreamLeg* l) {
+void Session::up_raw_end(Leg* l) {
   if (l == leg_) end_down();
 }
 
@@ -172,6 +177,7 @@ void Session::local_reply(int status, std::string body, const std::string& flags
   e.rec.response_code = status;
   e.rec.response_flags = flags;
   e.rec.response_code_details = details;
+  if (mode_ == Mode::kH2Stream) return h2_local_reply(status, body, details, extra);
   MessageHead r;
   r.request = false;
   r.status = status;
@@ -210,11 +216,19 @@ void Session::finish_exchange() {
   p_.request_metrics().record(e.rec);
   p_.write_access_log(e.rec);
   p_.export_span(e.rec, e.span);
+  if (mode_ == Mode::kH2Stream) {
+    // The stream ends with the response; a request body still coming is dropped.
+    if (leg_) leg_->abandon();
+    leg_ = nullptr;
+    ex_.reset();
+    return process();
+  }
   if (leg_) {
-    if (leg_->reusable() && e.request_complete) {
-      p_.park(leg_);
+    auto* leg = static_cast<UpstreamLeg*>(leg_);  // HTTP/1 exchanges use HTTP/1 legs
+    if (leg->reusable() && e.request_complete) {
+      p_.park(leg);
     } else {
-      leg_->abandon();
+      leg->abandon();
     }
     leg_ = nullptr;
   }

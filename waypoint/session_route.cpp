@@ -107,8 +107,9 @@ void Session::start_opaque() {
   }
   hbone::PoolKey key{state_->self.identity, pk.ep->identity, SockAddr{pk.addr.ip, 15008},
                      state_->self.address};
-  leg_ = new UpstreamLeg(p_, this, key, pk.addr.to_string(), src_addr_.to_string(), true);
-  leg_->open();
+  auto* leg = new UpstreamLeg(p_, this, key, pk.addr.to_string(), src_addr_.to_string(), true);
+  leg_ = leg;
+  leg->open();
 }
 
 // ---- HTTP/1 requests ----
@@ -116,6 +117,12 @@ void Session::start_opaque() {
 void Session::on_head(MessageHead head) {
   head_timer_.stop();
   head_timing_ = false;
+  const char* protocol = head.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  begin_exchange(std::move(head), protocol);
+  dispatch();
+}
+
+void Session::begin_exchange(MessageHead head, const char* protocol) {
   ex_ = std::make_unique<Exchange>();
   auto& e = *ex_;
   e.t0 = std::chrono::steady_clock::now();
@@ -123,11 +130,11 @@ void Session::on_head(MessageHead head) {
   e.rec.method = head.method;
   e.rec.path = head.target;
   e.rec.authority = header_of(head.headers, "host");
-  e.rec.protocol = head.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  e.rec.protocol = protocol;
   e.rec.user_agent = header_of(head.headers, "user-agent");
   e.rec.x_forwarded_for = header_of(head.headers, "x-forwarded-for");
   e.rec.downstream_local_address = authority_.to_string();
-  e.rec.grpc = header_of(head.headers, "content-type").rfind("application/grpc", 0) == 0;
+  e.rec.grpc = is_grpc_request(head.headers);
   e.rec.source.address = src_addr_.to_string();
   e.rec.source.principal = src_identity_;
   if (src_) {
@@ -138,7 +145,6 @@ void Session::on_head(MessageHead head) {
   }
   e.down_keep_alive = head.keep_alive;
   e.head = std::move(head);
-  dispatch();
 }
 
 void Session::dispatch() {
@@ -293,6 +299,7 @@ void Session::route_request() {
     return local_reply(400, "bad request: " + bytes.error().message + "\n", "-", "invalid_header");
   }
   e.fwd_head = std::move(*bytes);
+  if (mode_ == Mode::kH2Stream) e.fwd = fwd;
   // Mirrors: a copy of the request, sent once it is whole, answers dropped.
   if (route)
     for (const auto& m : route->mirrors)
@@ -335,6 +342,9 @@ void Session::route_request() {
 
 void Session::start_attempt() {
   auto& e = *ex_;
+  // Mirrors of a request that is whole already (no body, or read during a
+  // delay or ext-authz) go now; the others when it is (on_complete).
+  if (e.request_complete && !e.mirrors.empty()) fire_mirrors();
   Pick pk = pick_endpoint(e.host, e.port, e.subset);
   if (!pk.ep) return local_reply(503, "no healthy upstream", "UH", pk.error);
   if (!e.cb && pk.cluster) {
@@ -368,6 +378,7 @@ void Session::start_attempt() {
     d.service_namespace = s->namespace_;
   }
   d.upstream_cluster = "outbound|" + std::to_string(e.port) + "|" + e.subset + "|" + d.service_host;
+  if (mode_ == Mode::kH2Stream) return start_h2_attempt(*pk.ep, pk.addr);
 
   std::string auth = pk.addr.to_string();
   UpstreamLeg* idle = p_.take(auth, pk.ep->identity.str());
@@ -375,9 +386,10 @@ void Session::start_attempt() {
     idle->abandon();
     idle = nullptr;
   }
+  UpstreamLeg* leg = nullptr;
   if (idle) {
-    leg_ = idle;
-    leg_->set_owner(this);
+    leg = idle;
+    leg->set_owner(this);
   } else {
     hbone::PoolKey key{state_->self.identity, pk.ep->identity, SockAddr{pk.addr.ip, 15008},
                        state_->self.address};
@@ -394,11 +406,12 @@ void Session::start_attempt() {
       }
       conn_cb = e.cb;
     }
-    leg_ = new UpstreamLeg(p_, this, key, auth, src_addr_.to_string(), false);
-    leg_->hold_connection(std::move(conn_cb));
-    leg_->open();
+    leg = new UpstreamLeg(p_, this, key, auth, src_addr_.to_string(), false);
+    leg->hold_connection(std::move(conn_cb));
+    leg->open();
   }
-  leg_->expect_response(e.head.method);
+  leg_ = leg;
+  leg->expect_response(e.head.method);
   leg_->send(e.fwd_head);
   if (e.attempts > 1 || !e.body.empty()) {
     leg_->send(e.chunked_up && !e.body.empty() ? encode_chunk(e.body) : e.body);
@@ -432,7 +445,9 @@ void Session::on_complete() {
   auto& e = *ex_;
   e.request_complete = true;
   if (e.local) return finish_exchange();
-  if (leg_ && e.chunked_up) {
+  if (leg_ && leg_->http2()) {
+    static_cast<H2UpstreamStream*>(leg_)->end_with_trailers(e.trailers);
+  } else if (leg_ && e.chunked_up) {
     auto last = encode_last_chunk(e.trailers);
     leg_->send(last.ok() ? *last : "0\r\n\r\n");
   }
@@ -453,6 +468,10 @@ void Session::fire_mirrors() {
     // Envoy's shadow host: "<authority>-shadow".
     std::string host = header_of(h.headers, "host");
     set_header(h.headers, "host", (host.empty() ? d->host : host) + "-shadow");
+    if (mode_ == Mode::kH2Stream) {
+      mirror_h2(h, *pk.ep, pk.addr);
+      continue;
+    }
     ForwardOptions o;
     o.framing = e.body.empty() ? BodyFraming::kNone : BodyFraming::kContentLength;
     o.content_length = e.body.size();

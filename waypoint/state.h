@@ -83,5 +83,12 @@ using StatePtr = std::shared_ptr<const State>;
 // others down), as the controller does.
 Result<StatePtr> parse_state(const nlohmann::json& doc);
 Result<StatePtr> load_state(const std::string& path);
+// Controller mode: the same document without the node config part ("waypoint",
+// the routing arrays and "policies" as written) over a mesh the caller built.
+Result<StatePtr> build_state(const nlohmann::json& doc, config::SnapshotPtr mesh);
+// Why one routing object (VirtualService, DestinationRule, HTTPRoute,
+// RequestAuthentication) would be left out, compiled alone; "" when it
+// compiles. `current` (may be null) scopes RequestAuthentications.
+std::string check_routing_object(const nlohmann::json& obj, const State* current);
 
 }  // namespace warren::waypoint

@@ -17,7 +17,23 @@ namespace warren::waypoint {
 class Proxy;
 class Session;
 
-class UpstreamLeg : public h2::StreamHandler, public Http1Handler {
+// One attempt's way to an endpoint, as the session drives it: request bytes
+// out (HTTP/1 bytes for an UpstreamLeg, DATA for an H2UpstreamStream),
+// backpressure, and letting go. Responses come back through Session::up_*.
+class Leg {
+ public:
+  virtual void send(std::string_view data) = 0;
+  virtual void end() = 0;                // the request is whole
+  virtual void abandon() = 0;            // reset and forget (the session is done with it)
+  virtual size_t buffered() const = 0;   // request bytes not yet gone
+  virtual void resume() = 0;             // the downstream drained: deliver again
+  virtual bool http2() const { return false; }
+
+ protected:
+  virtual ~Leg() = default;
+};
+
+class UpstreamLeg : public Leg, public h2::StreamHandler, public Http1Handler {
  public:
   static constexpr size_t kHigh = 256 << 10;
 
@@ -29,11 +45,11 @@ class UpstreamLeg : public h2::StreamHandler, public Http1Handler {
   // A circuit breaker connection slot this leg holds until it is gone.
   void hold_connection(std::shared_ptr<class CircuitBreaker> cb) { cb_ = std::move(cb); }
   // Request bytes; queued until the tunnel is open.
-  void send(std::string_view data);
-  void end();                            // END_STREAM once sent
-  void abandon();                        // reset and forget (the session is done with it)
-  size_t buffered() const;
-  void resume();                         // the downstream drained: read again
+  void send(std::string_view data) override;
+  void end() override;                   // END_STREAM once sent
+  void abandon() override;               // reset and forget (the session is done with it)
+  size_t buffered() const override;
+  void resume() override;                // the downstream drained: read again
   // HTTP mode: the method of the request the next response answers.
   void expect_response(std::string_view method);
   // Open, its last response complete and keep-alive (may be asked from

@@ -3,7 +3,7 @@
 // the controller scale benchmark (bench/controller/run.py, issue 4).
 //
 // Modes:
-//   node  warren::node::ControllerClient, the client warren-node runs: it
+//   node  warren::push::ControllerClient, the client warren-node runs: it
 //         parses every message into nlohmann::json and hands the resources to
 //         a callback. The callback here only stores them (--store json: the
 //         bodies as received; --store ids: the ids, the bodies dropped) and
@@ -43,7 +43,7 @@
 #include <string>
 #include <vector>
 
-#include "controller_client.h"
+#include "warren/controller_client.h"
 #include "warren/certs.h"
 #include "warren/defer.h"
 #include "warren/h2_conn.h"
@@ -56,7 +56,7 @@ namespace {
 
 using warren::SockAddr;
 namespace h2 = warren::h2;
-namespace node = warren::node;
+namespace push = warren::push;
 using nlohmann::json;
 
 int64_t now_us() {
@@ -244,13 +244,13 @@ void Bench::partials() {
   std::fflush(stdout);
 }
 
-// ---- node mode: warren::node::ControllerClient --------------------------------------------
+// ---- node mode: warren::push::ControllerClient --------------------------------------------
 
-class NodeClient : public node::ControllerClient, public ClientBase {
+class NodeClient : public push::ControllerClient, public ClientBase {
  public:
-  NodeClient(uv_loop_t* loop, node::ControllerClientOptions o, Probe* p, bool keep_bodies)
-      : node::ControllerClient(loop, std::move(o),
-                               [this](node::ResourceMap& c, const std::vector<std::string>& ch) {
+  NodeClient(uv_loop_t* loop, push::ControllerClientOptions o, Probe* p, bool keep_bodies)
+      : push::ControllerClient(loop, std::move(o),
+                               [this](push::ResourceMap& c, const std::vector<std::string>& ch) {
                                  return apply(c, ch);
                                }),
         probe_(p),
@@ -261,18 +261,18 @@ class NodeClient : public node::ControllerClient, public ClientBase {
       if (!up) probe_->bench->disconnects++;
     };
   }
-  void start() override { node::ControllerClient::start(); }
-  void stop() override { node::ControllerClient::stop(); }
+  void start() override { push::ControllerClient::start(); }
+  void stop() override { push::ControllerClient::stop(); }
 
   void on_data(h2::H2Conn* c, int32_t sid, const uint8_t* d, size_t n) override {
     probe_->before_data(d, n);
-    node::ControllerClient::on_data(c, sid, d, n);  // parses, calls back, acks
+    push::ControllerClient::on_data(c, sid, d, n);  // parses, calls back, acks
     probe_->after_data();
   }
 
  private:
   // ApplyFn interface: the client keeps `candidate` as what it accepted.
-  std::map<std::string, std::string> apply(node::ResourceMap& candidate,
+  std::map<std::string, std::string> apply(push::ResourceMap& candidate,
                                            const std::vector<std::string>& changed) {
     if (!keep_)
       for (const auto& id : changed)
@@ -531,7 +531,7 @@ int main(int argc, char** argv) {
       b.clients.push_back(
           std::make_unique<LiteClient>(loop, *addr, name, g_token, g_lite_ctx.get(), p.get()));
     } else {
-      node::ControllerClientOptions co;
+      push::ControllerClientOptions co;
       co.address = *addr;
       co.node = name;
       co.token_file = o.token_file;

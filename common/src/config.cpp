@@ -1088,7 +1088,7 @@ Result<void> SnapshotBuilder::upsert(const std::string& id, const nlohmann::json
       w.identity = "spiffe://" + base_.trust_domain + "/ns/" + w.namespace_ + "/sa/" + w.service_account;
       // Another node's pod: selectors and enrollment only ever look at local
       // ones (see WorkloadMeta).
-      if (!w.node.empty() && w.node != base_.node_name) w.meta.reset();
+      if (!keep_all_meta_ && !w.node.empty() && w.node != base_.node_name) w.meta.reset();
       pending_.push_back({std::make_shared<const Workload>(std::move(w)), {}});
     } else if (prefixed("service/")) {
       Service sv = p.service(body, "");

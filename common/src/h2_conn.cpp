@@ -27,6 +27,8 @@ void H2Conn::write_out(std::string&& data) {
   if (data.empty()) return;
   if (tcp_)
     tcp_->write(std::move(data));
+  else if (output_)
+    output_->write(std::move(data));
   else
     sink_.append(data);
 }
@@ -103,24 +105,31 @@ void H2Conn::init_session() {
 
 void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) { receive(data, len); }
 
-void H2Conn::receive(const char* data, size_t len) {
-  if (closed_) return;
+size_t H2Conn::receive(const char* data, size_t len) {
+  if (closed_) return len;
   if (tls_) {
     tls_->lend_input(data, len);
     process_input();
     if (tls_) tls_->stash_input();
-    return;
+    return len;
   }
-  if (!session_) return;
+  if (!session_) return len;
+  // Inside another stream: while what we wrote is not gone, read nothing
+  // (the carrier keeps the bytes unacknowledged: its peer's window closes).
+  if (output_ && out_queued() >= net::TcpConn::kHighWatermark) return 0;
   if (tcp_) last_activity_ms = uv_now(tcp_->handle()->loop);
   in_recv_ = true;
   ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data), len);
   in_recv_ = false;
-  if (closed_) return;
-  if (rv < 0) return fail(std::string("HTTP/2 protocol error: ") + nghttp2_strerror(rv));
+  if (closed_) return len;
+  if (rv < 0) {
+    fail(std::string("HTTP/2 protocol error: ") + nghttp2_strerror(rv));
+    return len;
+  }
   deliver_batch();
-  if (closed_) return;
+  if (closed_) return len;
   flush();
+  return len;
 }
 
 void H2Conn::deliver_batch() {
@@ -307,6 +316,7 @@ ssize_t H2Conn::read_cb(nghttp2_session*, int32_t sid, uint8_t*, size_t len, uin
     if (s->out_eof) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       s->eof_sent = true;
+      self->submit_trailers_at_eof(sid, s, flags);
       return 0;
     }
     s->deferred = true;
@@ -317,8 +327,22 @@ ssize_t H2Conn::read_cb(nghttp2_session*, int32_t sid, uint8_t*, size_t len, uin
   if (n == avail && s->out_eof) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     s->eof_sent = true;
+    self->submit_trailers_at_eof(sid, s, flags);
   }
   return static_cast<ssize_t>(n);
+}
+
+// The last DATA frame goes without END_STREAM: the trailers' HEADERS ends the
+// stream (nghttp2 allows submitting them from inside the read callback).
+void H2Conn::submit_trailers_at_eof(int32_t sid, Stream* s, uint32_t* flags) {
+  if (s->trailers.empty()) return;
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(s->trailers.size());
+  for (auto& [k, v] : s->trailers)
+    nva.push_back({(uint8_t*)k.data(), (uint8_t*)v.data(), k.size(), v.size(), NGHTTP2_NV_FLAG_NONE});
+  if (nghttp2_submit_trailer(session_, sid, nva.data(), nva.size()) == 0)
+    *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  s->trailers.clear();
 }
 
 // ---- frames ----
@@ -362,14 +386,17 @@ int H2Conn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* ud) {
       Stream* s = self->stream(sid);
       if (!s || !s->handler) return 0;
       bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
-      if (f->headers.cat == NGHTTP2_HCAT_REQUEST || f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-        Headers h;
-        h.swap(s->headers);
+      Headers h;
+      h.swap(s->headers);
+      // A later HEADERS is the final response after a 1xx (it has :status;
+      // nghttp2 checked the pseudo-headers) or else trailers.
+      bool head = f->headers.cat == NGHTTP2_HCAT_REQUEST || f->headers.cat == NGHTTP2_HCAT_RESPONSE ||
+                  (!h.empty() && !h.front().first.empty() && h.front().first[0] == ':');
+      if (head)
         s->handler->on_headers(self, sid, std::move(h), end);
-      } else if (end) {
-        s->handler->on_end_stream(self, sid);  // trailers
-      }
-      if (end && f->headers.cat != NGHTTP2_HCAT_HEADERS)
+      else
+        s->handler->on_trailers(self, sid, std::move(h));
+      if (end)
         if (Stream* s2 = self->stream(sid); s2 && s2->handler) s2->handler->on_end_stream(self, sid);
       break;
     }
@@ -475,6 +502,13 @@ void H2Conn::end_stream(int32_t sid) {
   s->out_eof = true;
   resume(sid, s);
   flush();
+}
+
+void H2Conn::end_stream_with_trailers(int32_t sid, Headers trailers) {
+  Stream* s = stream(sid);
+  if (closed_ || !s || s->out_eof) return;
+  s->trailers = std::move(trailers);
+  end_stream(sid);
 }
 
 size_t H2Conn::buffered(int32_t sid) const {

@@ -2,6 +2,45 @@
 
 namespace warren::push {
 
+ResourceKind resource_kind(std::string_view id) {
+  static const std::pair<std::string_view, ResourceKind> kinds[] = {
+      {"workload", ResourceKind::kWorkload},
+      {"service", ResourceKind::kService},
+      {"policy", ResourceKind::kPolicy},
+      {"peerauth", ResourceKind::kPeerAuth},
+      {"namespace", ResourceKind::kNamespace},
+      {"virtualservice", ResourceKind::kVirtualService},
+      {"destinationrule", ResourceKind::kDestinationRule},
+      {"httproute", ResourceKind::kHttpRoute},
+      {"requestauthentication", ResourceKind::kRequestAuthentication},
+      {"waypoint", ResourceKind::kWaypoint},
+  };
+  auto slash = id.find('/');
+  if (slash == std::string_view::npos) return ResourceKind::kUnknown;
+  std::string_view type = id.substr(0, slash);
+  for (const auto& [name, k] : kinds)
+    if (name == type) return k;
+  return ResourceKind::kUnknown;
+}
+
+bool node_kind(ResourceKind k) {
+  return k == ResourceKind::kWorkload || k == ResourceKind::kService || k == ResourceKind::kPolicy ||
+         k == ResourceKind::kPeerAuth || k == ResourceKind::kNamespace;
+}
+
+bool parse_waypoint_principal(std::string_view s, std::string* ns, std::string* gateway) {
+  std::string_view prefix = kWaypointPrincipalPrefix;
+  if (s.substr(0, prefix.size()) != prefix) return false;
+  s.remove_prefix(prefix.size());
+  auto slash = s.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 == s.size() ||
+      s.find('/', slash + 1) != std::string_view::npos)
+    return false;
+  *ns = s.substr(0, slash);
+  *gateway = s.substr(slash + 1);
+  return true;
+}
+
 std::string frame_header(size_t len) {
   std::string h(4, '\0');
   h[0] = static_cast<char>((len >> 24) & 0xff);

@@ -30,6 +30,9 @@ constexpr KindInfo kTable[] = {
     {"Lease", "coordination.k8s.io", "v1", "leases", true, false},
     {"Secret", "", "v1", "secrets", true, false},
     {"TokenReview", "authentication.k8s.io", "v1", "tokenreviews", false, false},
+    // Written for waypoints (waypoint_deployer.h).
+    {"Deployment", "apps", "v1", "deployments", true, false},
+    {"ConfigMap", "", "v1", "configmaps", true, false},
 };
 
 }  // namespace

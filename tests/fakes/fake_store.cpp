@@ -84,6 +84,7 @@ const std::vector<ResourceType>& resource_types() {
       {"Lease", "coordination.k8s.io", "v1", "leases", true, true},
       {"Secret", "", "v1", "secrets", true, true},
       {"ConfigMap", "", "v1", "configmaps", true, true},
+      {"Deployment", "apps", "v1", "deployments", true, true},
   };
   return kTypes;
 }

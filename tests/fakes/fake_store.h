@@ -36,7 +36,7 @@ struct ResourceType {
 };
 
 // The types the fake serves: the controller's 13 kinds plus Lease, Secret,
-// ConfigMap.
+// ConfigMap and Deployment (waypoints).
 const std::vector<ResourceType>& resource_types();
 const ResourceType* find_type_by_kind(const std::string& kind);
 const ResourceType* find_type(const std::string& group, const std::string& version,

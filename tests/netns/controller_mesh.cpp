@@ -63,8 +63,12 @@ Controller::Controller(Cluster& c, ControllerOptions o) : c_(c), o_(std::move(o)
   if (r.exit_code != 0) throw std::runtime_error("ip netns add " + ns + ": " + r.output);
   ip_batch(c_.fabric_netns(), {"link add name ctl0 type veth peer name eth0 netns " + ns,
                                "link set ctl0 master br0", "link set ctl0 up"});
-  ip_batch(ns, {"link set lo up", std::string("addr add ") + kIp + "/24 dev eth0",
-                "link set eth0 up"});
+  std::vector<std::string> cmds{"link set lo up", std::string("addr add ") + kIp + "/24 dev eth0",
+                                "link set eth0 up"};
+  // Pods' networks through their node: waypoints run in pod netns and reach
+  // the controller from their pod IP.
+  for (auto& n : c_.nodes()) cmds.push_back("route add " + n.pod_cidr + " via " + n.ip);
+  ip_batch(ns, cmds);
 }
 
 Controller::~Controller() {
@@ -88,6 +92,7 @@ std::vector<std::string> Controller::argv() const {
                              "--monitoring", monitoring(),
                              "--log-level", o_.log_level};
   if (!o_.cert_ttl.empty()) a.insert(a.end(), {"--cert-ttl", o_.cert_ttl});
+  if (!o_.waypoint_launcher.empty()) a.insert(a.end(), {"--waypoint-launcher", o_.waypoint_launcher});
   return a;
 }
 

@@ -2,8 +2,10 @@
 // MeshOptions::controller in mesh.h).
 //
 // The controller gets a netns of its own, wrn-T-ctl, with eth0 192.168.100.250
-// on the cluster's fabric bridge: the nodes reach it at 192.168.100.250:15012
-// (push and CA) and its monitoring server listens on 192.168.100.250:15014.
+// on the cluster's fabric bridge (and routes to each node's pod network via
+// that node): the nodes reach it at 192.168.100.250:15012 (push and CA), so
+// do waypoints from their pods, and its monitoring server listens on
+// 192.168.100.250:15014.
 // Nothing runs in the host netns; the cluster's teardown removes the netns
 // (and kills whatever still runs in it) like any other of the tag's.
 //
@@ -30,6 +32,7 @@ namespace warren::netns {
 struct ControllerOptions {
   std::string cert_ttl;  // --cert-ttl ("30s", "2m"); empty: the controller's default (24h)
   std::string log_level = "info";
+  std::string waypoint_launcher;  // --waypoint-launcher (Mesh sets it: MeshOptions::waypoint_slots)
 };
 
 // What a Pod manifest says about one of the cluster's pods. Empty fields take

@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -65,6 +66,7 @@ Mesh::Mesh(Cluster& c, MeshOptions o) : c_(c), o_(std::move(o)) {
   for (auto& n : c_.nodes()) start_node(n.index);
   if (!o_.enroll_pods) return;
   for (auto& p : c_.all_pods()) {
+    if (waypoint_slot(p.name)) continue;
     std::string out;
     if (int rc = cni("ADD", p, &out); rc != 0)
       throw std::runtime_error("warren-cni ADD " + p.name + ": " + out);
@@ -128,6 +130,7 @@ void Mesh::write_manifests() {
   std::set<std::string> all = enrolled;
   std::vector<json> pods;
   for (auto& p : c_.all_pods()) {
+    if (waypoint_slot(p.name)) continue;
     PodSpec s = spec_of(p);
     all.insert(s.k8s_namespace);
     if (s.labels.empty()) s.labels["app"] = s.name;
@@ -154,7 +157,11 @@ void Mesh::write_manifests() {
 }
 
 void Mesh::start_controller_mode() {
+  if (!o_.waypoint_slots.empty())
+    o_.controller_options.waypoint_launcher =
+        std::string(WARREN_NETNS_BIN_DIR) + "/warren-netns-waypoint " + waypoint_state_path();
   ctl_ = std::make_unique<Controller>(c_, o_.controller_options);
+  if (!o_.waypoint_slots.empty()) write_waypoint_state();
   if (!o_.manifests_from.empty()) {
     for (auto& e : std::filesystem::directory_iterator(o_.manifests_from)) {
       auto ext = e.path().extension().string();
@@ -169,6 +176,7 @@ void Mesh::start_controller_mode() {
   for (auto& n : c_.nodes()) start_node(n.index);
   if (!o_.enroll_pods) return;
   for (auto& p : c_.all_pods()) {
+    if (waypoint_slot(p.name)) continue;
     std::string out;
     if (int rc = cni("ADD", p, &out); rc != 0)
       throw std::runtime_error("warren-cni ADD " + p.name + ": " + out);
@@ -176,6 +184,69 @@ void Mesh::start_controller_mode() {
   if (!wait_certificates())
     throw std::runtime_error("the nodes did not get their certificates from the controller:\n" +
                              controller_status(1).dump(2) + "\n" + ctl_->log());
+}
+
+// ---- waypoints (MeshOptions::waypoint_slots) ----
+
+bool Mesh::waypoint_slot(const std::string& pod) const {
+  for (const auto& s : o_.waypoint_slots)
+    if (s == pod) return true;
+  return false;
+}
+
+void Mesh::write_waypoint_state() {
+  json slots = json::array();
+  for (const auto& name : o_.waypoint_slots)
+    for (auto& p : c_.all_pods())
+      if (p.name == name)
+        slots.push_back({{"pod", p.name},
+                         {"netnsPath", p.netns_path},
+                         {"cgroup", p.cgroup},
+                         {"ip", p.ip},
+                         {"node", c_.node(p.node).name}});
+  if (slots.size() != o_.waypoint_slots.size()) throw std::runtime_error("waypoint_slots names a pod the cluster lacks");
+  std::string dir = ctl_->dir() + "/waypoints";
+  std::filesystem::create_directories(dir);
+  json st = {{"controller", ctl_->address()},
+             {"caFile", ctl_->ca_file()},
+             {"tokensFile", ctl_->tokens_file()},
+             {"manifestsDir", ctl_->manifests_dir()},
+             {"dir", dir},
+             {"logDir", c_.dir()},
+             {"tag", c_.tag()},
+             {"nsexec", nsexec_path()},
+             {"waypointBin", e2e::bin("/waypoint/warren-waypoint")},
+             {"logLevel", o_.controller_options.log_level},
+             {"slots", slots},
+             {"running", json::object()}};
+  std::ofstream(waypoint_state_path()) << st.dump(2);
+}
+
+json Mesh::waypoint(const std::string& ns, const std::string& gateway) const {
+  auto st = json::parse(e2e::read_file(waypoint_state_path()), nullptr, false);
+  if (!st.is_object() || !st.contains("running") || !st["running"].contains(ns + "/" + gateway)) return json();
+  return st["running"][ns + "/" + gateway];
+}
+
+json Mesh::waypoint_config_dump(const std::string& ns, const std::string& gateway) {
+  json w = waypoint(ns, gateway);
+  if (w.is_null()) return json();
+  auto body = http_get_in(w.value("netnsPath", ""), "127.0.0.1", 15000, "/config_dump");
+  auto j = json::parse(body, nullptr, false);
+  return j.is_discarded() ? json() : j;
+}
+
+bool Mesh::wait_waypoint_ready(const std::string& ns, const std::string& gateway, std::chrono::milliseconds timeout) {
+  return e2e::wait_until(
+      [&] {
+        json w = waypoint(ns, gateway);
+        return !w.is_null() && !http_get_in(w.value("netnsPath", ""), "127.0.0.1", 15000, "/healthz/ready").empty();
+      },
+      timeout, 50ms);
+}
+
+std::string Mesh::waypoint_log(const std::string& ns, const std::string& gateway) const {
+  return e2e::read_file(c_.log_path("waypoint-" + ns + "-" + gateway + ".log"));
 }
 
 json Mesh::controller_status(int node) {
@@ -191,6 +262,7 @@ bool Mesh::wait_certificates(std::chrono::milliseconds timeout) {
           std::set<std::string> want;
           for (auto& p : n.pods) {
             if (!o_.generate_manifests && !o_.pod_specs.count(p.name)) continue;
+            if (waypoint_slot(p.name)) continue;
             PodSpec s = spec_of(p);
             if (!in_mesh(p, s)) continue;  // plain TCP: no certificate
             want.insert("spiffe://cluster.local/ns/" + s.k8s_namespace + "/sa/" + s.service_account);

@@ -62,6 +62,12 @@ struct MeshOptions {
   // *.json files) before the controller starts.
   std::string manifests_from;
   bool generate_manifests = true;  // false: manifests_from holds everything, Pods included
+  // Controller mode: cluster pods (by name) kept for waypoints instead of
+  // workloads: no Pod manifest, no enrollment. The controller runs
+  // warren-netns-waypoint (tests/netns/waypoint_launcher.cpp) as its
+  // --waypoint-launcher, which starts a warren-waypoint in a free one for
+  // each Gateway of class warren-waypoint and writes its Pod manifest.
+  std::vector<std::string> waypoint_slots;
 };
 
 class Mesh {
@@ -98,6 +104,18 @@ class Mesh {
   std::string node_log(int node) const;
   std::string pin_dir(int node) const;
 
+  // Waypoints started by the launcher (MeshOptions::waypoint_slots): the
+  // launcher's record of <ns>/<gateway> ({slot, pod, pid, ip, netnsPath});
+  // null while it does not run.
+  nlohmann::json waypoint(const std::string& ns, const std::string& gateway) const;
+  // Waits until the waypoint answers /healthz/ready (its first configuration
+  // and certificate arrived).
+  bool wait_waypoint_ready(const std::string& ns, const std::string& gateway,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // Its /config_dump (null when it does not answer) and log.
+  nlohmann::json waypoint_config_dump(const std::string& ns, const std::string& gateway);
+  std::string waypoint_log(const std::string& ns, const std::string& gateway) const;
+
   // warren-cni as the runtime would call it; returns the plugin's exit code.
   int cni(const std::string& command, const PodInfo& p, std::string* out = nullptr);
   // Polls /config_dump until the pod's enrolled flag matches.
@@ -123,6 +141,9 @@ class Mesh {
   // manifests; only enrolled pods get certificates).
   bool in_mesh(const PodInfo& p, const PodSpec& s) const;
   std::string config_path(int node) const;
+  bool waypoint_slot(const std::string& pod) const;
+  std::string waypoint_state_path() const { return c_.dir() + "/waypoint-launcher.json"; }
+  void write_waypoint_state();
   Cluster& c_;
   MeshOptions o_;
   std::string ca_dir_, certs_dir_;

@@ -332,5 +332,7 @@ int main(int argc, char** argv) {
   if (cmd == "rr") return cmd_rr(a);
   if (cmd == "tput") return cmd_tput(a);
   if (cmd == "cps") return cmd_cps(a);
+  if (cmd == "http-serve") return cmd_http_serve(a);
+  if (cmd == "http-get") return cmd_http_get(a);
   fail("unknown subcommand " + cmd);
 }

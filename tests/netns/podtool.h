@@ -69,5 +69,7 @@ int cmd_long_lived(const Args& a);
 int cmd_rr(const Args& a);
 int cmd_tput(const Args& a);
 int cmd_cps(const Args& a);
+int cmd_http_serve(const Args& a);  // podtool_http.cpp
+int cmd_http_get(const Args& a);
 
 }  // namespace warren::podtool

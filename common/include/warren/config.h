@@ -382,6 +382,10 @@ class SnapshotBuilder {
  public:
   // `bootstrap`: the node's own file (node, listeners, capture, trust domain).
   explicit SnapshotBuilder(const Snapshot& bootstrap);
+  // Keep every workload's labels and annotations, not only this node's (a
+  // waypoint selects subsets and policies over the whole mesh). Before the
+  // first upsert.
+  void keep_all_meta() { keep_all_meta_ = true; }
   // Parses and stages one resource. On error (the message lists
   // "<pointer>: <reason>" lines relative to the resource) the previously
   // staged version, if any, stays. Ids of unknown kinds are refused.
@@ -422,6 +426,7 @@ class SnapshotBuilder {
   mutable bool last_workload_rejected_ = false;
   mutable std::set<std::string> changed_services_, last_bad_services_;
   mutable SnapshotPtr last_;
+  bool keep_all_meta_ = false;
 };
 
 // Parses and validates. On failure the Error's message lists every problem,

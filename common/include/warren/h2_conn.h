@@ -32,6 +32,10 @@ class StreamHandler {
   // Request headers (server) or response headers (client).
   virtual void on_headers(H2Conn* c, int32_t sid, Headers&& h, bool end_stream) = 0;
   virtual void on_data(H2Conn* c, int32_t sid, const uint8_t* data, size_t len) = 0;
+  // Trailers: a HEADERS frame after the request or response head (after DATA,
+  // or a second HEADERS). on_end_stream follows when it carried END_STREAM.
+  // The default drops them (the stream's end is still reported).
+  virtual void on_trailers(H2Conn* c, int32_t sid, Headers&& h) {}
   // The peer ended its side (END_STREAM).
   virtual void on_end_stream(H2Conn* c, int32_t sid) = 0;
   // The stream is gone (error_code 0 = both sides ended cleanly). Last call.
@@ -70,9 +74,24 @@ class H2Conn : public net::TcpConn::Handler {
   static constexpr size_t kStreamLow = 64 << 10;
 
   // Takes ownership of tcp (already connected or accepted). A null ctx runs
-  // HTTP/2 in cleartext (h2c, and the fuzz target); a null tcp sends output
-  // to a sink (tests and fuzzing) and input comes through receive().
+  // HTTP/2 in cleartext (h2c, and the fuzz target); a null tcp takes input
+  // through receive() and hands output to the Output set by set_output (an
+  // H2Conn carried inside another stream), or else keeps it in sink() (tests
+  // and fuzzing).
   H2Conn(net::TcpConn* tcp, SSL_CTX* ctx, bool server, Owner* owner, H2Limits limits = {});
+
+  // The transport of an H2Conn without a socket: write() takes output bytes,
+  // queued() says how many of them are not yet gone. Past
+  // TcpConn::kHighWatermark queued, the connection stops producing output and
+  // receive() takes no more input; call output_drained() when it fell.
+  class Output {
+   public:
+    virtual ~Output() = default;
+    virtual void write(std::string&& data) = 0;
+    virtual size_t queued() const = 0;
+  };
+  void set_output(Output* out) { output_ = out; }
+  void output_drained() { on_drain(nullptr); }
   ~H2Conn() override;
 
   // Starts TLS (client writes ClientHello).
@@ -81,8 +100,11 @@ class H2Conn : public net::TcpConn::Handler {
   bool closed() const { return closed_; }
   bool draining() const { return goaway_; }
   tls::Session& tls() { return *tls_; }
-  // Bytes from the peer (what on_read does).
-  void receive(const char* data, size_t len);
+  // Bytes from the peer (what on_read does). Returns how many were taken:
+  // all of them, except with an Output that is over its high watermark, when
+  // none are (the caller keeps them, unacknowledged, and offers them again
+  // after output_drained()).
+  size_t receive(const char* data, size_t len);
   // Output written while tcp is null.
   std::string& sink() { return sink_; }
   size_t active_streams() const { return streams_.size(); }
@@ -96,6 +118,11 @@ class H2Conn : public net::TcpConn::Handler {
   void send_data(int32_t sid, const char* data, size_t len);
   // Send END_STREAM once the buffer is empty.
   void end_stream(int32_t sid);
+  // End the stream with trailers (a HEADERS frame with END_STREAM) once the
+  // buffered DATA is out. The stream must have been opened with a body
+  // (submit_request/submit_response with_body); empty trailers end it with
+  // an empty DATA frame instead.
+  void end_stream_with_trailers(int32_t sid, Headers trailers);
   size_t buffered(int32_t sid) const;
   // Acknowledge `n` bytes delivered by on_data (opens the peer's window).
   void consume(int32_t sid, size_t n);
@@ -139,6 +166,7 @@ class H2Conn : public net::TcpConn::Handler {
     size_t unconsumed = 0;  // received, not yet consumed by the handler
     size_t header_bytes = 0;
     Headers headers;
+    Headers trailers;  // sent after the buffered DATA (end_stream_with_trailers)
   };
   Stream* stream(int32_t sid);
   void init_session();
@@ -152,6 +180,7 @@ class H2Conn : public net::TcpConn::Handler {
   static ssize_t read_length_cb(nghttp2_session*, uint8_t type, int32_t sid, int32_t conn_window,
                                 int32_t stream_window, uint32_t max_frame, void* ud);
   void deliver_batch();
+  void submit_trailers_at_eof(int32_t sid, Stream* s, uint32_t* flags);
   void write_tls_out(bool force);
   static ssize_t read_cb(nghttp2_session*, int32_t sid, uint8_t* buf, size_t len,
                          uint32_t* flags, nghttp2_data_source* src, void* ud);
@@ -168,8 +197,9 @@ class H2Conn : public net::TcpConn::Handler {
   std::unique_ptr<tls::Session> tls_;
   std::string in_plain_;  // cleartext mode input
   std::string sink_;
+  Output* output_ = nullptr;
   void write_out(std::string&& data);
-  size_t out_queued() const { return tcp_ ? tcp_->queued() : 0; }
+  size_t out_queued() const { return tcp_ ? tcp_->queued() : output_ ? output_->queued() : 0; }
   bool server_;
   Owner* owner_;
   H2Limits limits_;

@@ -3,7 +3,8 @@
 // Configuration stream: the node POSTs to kStreamPath with
 //   authorization: Bearer <token>       (bootstrap token locally; the service
 //                                         account token in Kubernetes)
-//   x-warren-node: <node name>
+//   x-warren-node: <node name>            (a waypoint: "waypoint:<ns>/<gateway>")
+//   x-warren-pod: <pod name>             (waypoints: the pod it runs in)
 //   x-warren-epoch, x-warren-version     (optional: resume from what it holds)
 // and keeps both directions open. Each direction carries messages framed as a
 // 4-byte big-endian length followed by that many bytes of JSON:
@@ -23,7 +24,15 @@
 // Certificates: POST kSignPath with the same authorization and x-warren-node
 // headers and the body {"identity":"spiffe://...","csr":PEM}; the answer is
 // 200 {"chain":PEM,"trustBundle":PEM} or 4xx {"error":"..."}. A node only
-// gets identities of pods scheduled on it.
+// gets identities of pods scheduled on it; a waypoint only the identity its
+// Gateway's pods run as (in Kubernetes: also the one its token belongs to).
+//
+// What each proxy receives (resource ids and bodies: controller/model.h):
+// nodes get the node kinds (workload, service, policy, peerauth, namespace);
+// a waypoint gets those, the routing objects (virtualservice,
+// destinationrule, httproute, requestauthentication) of its namespace and of
+// the mesh root namespace, and the waypoint block of its own pod
+// (waypoint/<ns>/<gateway>/<pod>).
 #pragma once
 
 #include <cstdint>
@@ -41,6 +50,29 @@ inline constexpr uint16_t kDefaultPort = 15012;
 // The controller's SPIFFE identity: spiffe://<td>/ns/<kControllerNs>/sa/<kControllerSa>.
 inline constexpr const char* kControllerNs = "warren-system";
 inline constexpr const char* kControllerSa = "warren-controller";
+// x-warren-node of a waypoint: kWaypointPrincipalPrefix + "<ns>/<gateway>".
+inline constexpr const char* kWaypointPrincipalPrefix = "waypoint:";
+
+// Resource kinds, by the id's first segment ("workload/<uid>" ...).
+enum class ResourceKind : uint8_t {
+  kWorkload,
+  kService,
+  kPolicy,
+  kPeerAuth,
+  kNamespace,
+  kVirtualService,
+  kDestinationRule,
+  kHttpRoute,
+  kRequestAuthentication,
+  kWaypoint,
+  kUnknown,
+};
+ResourceKind resource_kind(std::string_view id);
+// The kinds warren-node reads (and waypoints too).
+bool node_kind(ResourceKind k);
+// "waypoint:<ns>/<gateway>" -> {ns, gateway}; false when `s` is not of that form.
+bool parse_waypoint_principal(std::string_view s, std::string* ns, std::string* gateway);
+
 // Largest message either side accepts (a 100k-workload snapshot is ~40 MB).
 inline constexpr uint32_t kMaxMessage = 512u << 20;
 

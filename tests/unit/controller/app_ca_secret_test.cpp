@@ -11,27 +11,19 @@
 #include <thread>
 
 #include "app.h"
-#include "controller_client.h"
+#include "warren/controller_client.h"
 #include "fake_apiserver.h"
+#include "loop_util.h"
 #include "warren/certs.h"
 #include "warren/csr.h"
 
 using namespace warren;
+using warren::test::spin;
 using namespace warren::certs;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
-
-bool spin(uv_loop_t* loop, const std::function<bool()>& cond, int ms = 10000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    uv_run(loop, UV_RUN_NOWAIT);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
 
 std::string b64(const std::string& s) {
   std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
@@ -131,18 +123,18 @@ TEST_CASE("controller --ca-secret: signs with the Secret's CA and follows its ch
     CHECK(slurp(app.trust_bundle_file()) == to_pem(root_a.cert.get()));
     CHECK_FALSE(std::filesystem::exists(dir.path + "/state/root-key.pem"));
 
-    node::ControllerClientOptions co;
+    push::ControllerClientOptions co;
     co.address = app.push_address();
     co.node = "node-1";
     co.token_file = dir.path + "/node-token";
     co.ca_file = app.trust_bundle_file();  // root A: the serving certificate chains to it
     co.backoff_min_ms = 20;
     co.backoff_max_ms = 200;
-    node::ControllerClient c(&loop, co, nullptr);
+    push::ControllerClient c(&loop, co, nullptr);
     std::vector<std::string> bundles;
     c.on_trust_bundle = [&](const std::string& pem) { bundles.push_back(pem); };
     bool synced = false;
-    c.set_update_fn([&](node::ControllerClient::Update&&) {
+    c.set_update_fn([&](push::ControllerClient::Update&&) {
       synced = true;
       return std::map<std::string, std::string>{};
     });

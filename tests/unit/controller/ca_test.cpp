@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cert_manager.h"
+#include "warren/cert_manager.h"
 #include "warren/csr.h"
 
 using namespace warren;
@@ -385,7 +385,7 @@ TEST_CASE("ca: a node's cert manager obtains and renews certificates from the CA
   Ca root = new_root();
   auto ca = make_ca(root, "", opts);
 
-  struct Transport : node::CsrTransport {
+  struct Transport : certs::CsrTransport {
     CertificateAuthority* ca;
     void request(const std::string& id, const std::string& csr,
                  std::function<void(Result<std::string>)> done) override {
@@ -398,11 +398,11 @@ TEST_CASE("ca: a node's cert manager obtains and renews certificates from the CA
   uv_loop_init(&loop);
   IdentityStore store;
   {
-    node::CertManagerOptions mo;
+    certs::CertManagerOptions mo;
     mo.clock = opts.clock;
     mo.min_backoff = 1ms;
     mo.max_backoff = 4ms;
-    node::CertManager cm(&loop, store, transport, mo);
+    certs::CertManager cm(&loop, store, transport, mo);
     REQUIRE(cm.set_trust_bundle(ca.trust_bundle_pem()).ok());
     cm.set_wanted({kId, other});
     cm.check_now();  // the transport answers inside request()

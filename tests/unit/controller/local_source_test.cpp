@@ -349,9 +349,12 @@ TEST_CASE("local source: Istio users' YAML is accepted unchanged", "[controller]
   sink.model.flush();
   std::vector<std::string> ids;
   for (const auto& [id, body] : sink.model.resources()) ids.push_back(id);
-  CHECK(ids == std::vector<std::string>{"namespace/bookinfo", "namespace/istio-system", "peerauth/istio-system/default",
+  // Node resources, and the routing objects waypoints receive.
+  CHECK(ids == std::vector<std::string>{"destinationrule/bookinfo/reviews", "httproute/bookinfo/reviews",
+                                        "namespace/bookinfo", "namespace/istio-system", "peerauth/istio-system/default",
                                         "policy/bookinfo/deny-delete", "policy/bookinfo/reviews-viewer",
-                                        "service/bookinfo/reviews", "workload/bookinfo/reviews-v1-7d9c8",
+                                        "requestauthentication/bookinfo/jwt-example", "service/bookinfo/reviews",
+                                        "virtualservice/bookinfo/reviews", "workload/bookinfo/reviews-v1-7d9c8",
                                         "workload/bookinfo/reviews-v2-5b6f4"});
   const json& svc = *sink.model.resources().at("service/bookinfo/reviews");
   CHECK(svc["ports"] == json::parse(R"([{"port": 9080, "targetPort": 9080, "name": "http"}])"));

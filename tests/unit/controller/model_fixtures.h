@@ -11,6 +11,7 @@
 #include "model.h"
 #include "source.h"
 #include "warren/config.h"
+#include "warren/push_proto.h"
 
 namespace fixtures {
 
@@ -81,7 +82,7 @@ struct Recorder : warren::controller::ValidationListener {
 };
 
 // A node's whole config, assembled the way the push server does: bootstrap +
-// every resource in id order.
+// every resource of the kinds nodes receive, in id order.
 inline json node_config(const warren::controller::Model& m, const std::string& node = "node-a") {
   json doc = {{"node", {{"name", node}, {"address", "127.0.0.1"}}},
               {"certificates", {{"rootCert", "certs/root-cert.pem"}, {"dir", "certs"}}},
@@ -91,6 +92,7 @@ inline json node_config(const warren::controller::Model& m, const std::string& n
               {"peerAuthentications", json::array()},
               {"namespaces", json::array()}};
   for (const auto& [id, body] : m.resources()) {
+    if (!warren::push::node_kind(warren::push::resource_kind(id))) continue;
     std::string type = id.substr(0, id.find('/'));
     const char* list = type == "workload"   ? "workloads"
                        : type == "service"  ? "services"

@@ -6,124 +6,11 @@
 #include <fstream>
 #include <thread>
 
-#include "ca.h"
-#include "controller_client.h"
-#include "model.h"
-#include "push_server.h"
-#include "warren/csr.h"
-#include "warren/push_proto.h"
+#include "push_fixture.h"
 
 using namespace warren;
+using namespace push_fixture;
 using nlohmann::json;
-
-namespace {
-
-const char* kToken = "0123456789abcdef-n1";
-
-json pod(const std::string& name, const std::string& node, const std::string& ip,
-         const std::string& sa = "default") {
-  return {{"apiVersion", "v1"},
-          {"kind", "Pod"},
-          {"metadata", {{"name", name}, {"namespace", "shop"}, {"uid", "uid-" + name},
-                        {"labels", {{"app", name}}}}},
-          {"spec", {{"nodeName", node}, {"serviceAccountName", sa}}},
-          {"status", {{"phase", "Running"}, {"podIP", ip}}}};
-}
-
-bool run_until(uv_loop_t* loop, const std::function<bool()>& cond, int ms = 5000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    uv_run(loop, UV_RUN_NOWAIT);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
-
-struct Fixture {
-  uv_loop_t loop;
-  std::string dir;
-  std::unique_ptr<controller::CertificateAuthority> ca;
-  std::unique_ptr<controller::Model> model;
-  std::unique_ptr<controller::TokenFileAuthenticator> auth;
-  std::unique_ptr<controller::PushServer> push;
-  metrics::Registry reg;
-
-  explicit Fixture(size_t max_bulk = 16) {
-    uv_loop_init(&loop);
-    dir = std::filesystem::temp_directory_path() / ("warren-push-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    std::ofstream(dir + "/tokens") << kToken << " n1\n" << kToken << "-n2 n2\n" << kToken << "-n3 n3\n";
-    controller::CaOptions co;
-    co.state_dir = dir + "/ca";
-    auto c = controller::CertificateAuthority::create(co);
-    REQUIRE(c);
-    ca = std::make_unique<controller::CertificateAuthority>(std::move(*c));
-    std::ofstream(dir + "/root.pem") << ca->trust_bundle_pem();
-    std::ofstream(dir + "/token") << kToken << "\n";
-    model = std::make_unique<controller::Model>(controller::ModelOptions{});
-    auth = std::make_unique<controller::TokenFileAuthenticator>(dir + "/tokens");
-    REQUIRE(auth->load());
-    // The controller's serving certificate.
-    auto key = certs::generate_p256_key();
-    std::string id = "spiffe://cluster.local/ns/warren-system/sa/warren-controller";
-    auto csr = certs::make_csr_pem(key->get(), id);
-    auto chain = ca->sign(*csr, id);
-    REQUIRE(chain);
-    auto cs = certs::read_certs_pem(*chain);
-    certs::Identity ident;
-    ident.spiffe_id = id;
-    ident.leaf = std::move((*cs)[0]);
-    ident.key = std::move(*key);
-    auto ctx = tls::make_push_server_ctx(ident);
-    REQUIRE(ctx);
-    controller::PushOptions po;
-    po.listen = *SockAddr::parse("127.0.0.1:0");
-    po.max_bulk_streams = max_bulk;
-    push = std::make_unique<controller::PushServer>(
-        &loop, *model, *auth,
-        [this](const std::string& csr, const std::string& id) { return ca->sign(csr, id); },
-        std::move(*ctx), reg, po);
-    push->set_trust_bundle(ca->trust_bundle_pem());
-    REQUIRE(push->start());
-  }
-  ~Fixture() {
-    push->stop();
-    for (int i = 0; i < 20; ++i) uv_run(&loop, UV_RUN_NOWAIT);
-    push.reset();
-    for (int i = 0; i < 20; ++i) uv_run(&loop, UV_RUN_NOWAIT);
-    uv_loop_close(&loop);
-    std::filesystem::remove_all(dir);
-  }
-  void publish() { push->publish(model->flush()); }
-  node::ControllerClientOptions client_opts(const std::string& node = "n1") {
-    node::ControllerClientOptions o;
-    o.address = push->local();
-    o.node = node;
-    o.token_file = dir + "/token";
-    o.ca_file = dir + "/root.pem";
-    o.backoff_min_ms = 20;
-    o.backoff_max_ms = 100;
-    return o;
-  }
-};
-
-struct Recorder {
-  std::vector<std::vector<std::string>> changes;
-  std::map<std::string, std::string> reject;  // ids to refuse
-  node::ControllerClient::ApplyFn fn() {
-    return [this](node::ResourceMap& res, const std::vector<std::string>& changed) {
-      changes.push_back(changed);
-      std::map<std::string, std::string> out;
-      for (const auto& [id, why] : reject)
-        if (res.count(id)) out[id] = why;
-      return out;
-    };
-  }
-};
-
-}  // namespace
 
 TEST_CASE("push sends a snapshot then deltas and records acks", "[controller][push]") {
   Fixture f;
@@ -134,7 +21,7 @@ TEST_CASE("push sends a snapshot then deltas and records acks", "[controller][pu
   f.publish();
   Recorder rec;
   std::string bundle;
-  node::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
+  push::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
   c.on_trust_bundle = [&](const std::string& pem) { bundle = pem; };
   c.start();
   REQUIRE(run_until(&f.loop, [&] { return c.version() == f.model->version(); }));
@@ -180,7 +67,7 @@ TEST_CASE("push resumes a reconnecting node with a delta", "[controller][push]")
   f.model->synced();
   f.publish();
   Recorder rec;
-  node::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
+  push::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
   c.start();
   REQUIRE(run_until(&f.loop, [&] { return c.version() == f.model->version() && c.version() > 0; }));
   c.stop();
@@ -205,13 +92,13 @@ TEST_CASE("push refuses unknown tokens and other nodes' tokens", "[controller][p
   f.publish();
   Recorder rec;
   std::ofstream(f.dir + "/token") << "not-a-known-token-at-all\n";
-  node::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
+  push::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
   c.start();
   REQUIRE(run_until(&f.loop, [&] { return c.last_error().find("unknown bootstrap token") != std::string::npos; }));
   CHECK_FALSE(c.connected());
   c.stop();
   std::ofstream(f.dir + "/token") << kToken << "\n";
-  node::ControllerClient c2(&f.loop, f.client_opts("n2"), rec.fn());
+  push::ControllerClient c2(&f.loop, f.client_opts("n2"), rec.fn());
   c2.start();
   REQUIRE(run_until(&f.loop, [&] { return c2.last_error().find("belongs to node n1") != std::string::npos; }));
   c2.stop();
@@ -224,17 +111,9 @@ TEST_CASE("the CA signs only identities of pods on the asking node", "[controlle
   f.model->synced();
   f.publish();
   Recorder rec;
-  node::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
+  push::ControllerClient c(&f.loop, f.client_opts(), rec.fn());
   c.start();
-  auto ask = [&](const std::string& id) {
-    auto key = certs::generate_p256_key();
-    auto csr = certs::make_csr_pem(key->get(), id);
-    REQUIRE(csr);
-    std::optional<Result<std::string>> got;
-    c.request_certificate(id, *csr, [&](Result<std::string> r) { got = std::move(r); });
-    REQUIRE(run_until(&f.loop, [&] { return got.has_value(); }));
-    return std::move(*got);
-  };
+  auto ask = [&](const std::string& id) { return test::ask_certificate(&f.loop, c, id); };
   auto ok = ask("spiffe://cluster.local/ns/shop/sa/sa-a");
   REQUIRE(ok);
   auto chain = certs::read_certs_pem(*ok);
@@ -256,7 +135,7 @@ TEST_CASE("a node reaches the controller by name", "[controller][push]") {
   o.host = "localhost";  // a Service name in Kubernetes; /etc/hosts here
   o.port = f.push->local().port;
   o.address = {};
-  node::ControllerClient c(&f.loop, o, rec.fn());
+  push::ControllerClient c(&f.loop, o, rec.fn());
   c.start();
   REQUIRE(run_until(&f.loop, [&] { return c.version() == f.model->version() && c.version() > 0; }));
   CHECK(c.resources().count("workload/uid-a") == 1);
@@ -302,7 +181,7 @@ TEST_CASE("push sends big snapshots a few nodes at a time and every node gets on
                                                           std::to_string(i % 250 + 1)));
   f.model->synced();
   f.publish();
-  std::vector<std::unique_ptr<node::ControllerClient>> clients;
+  std::vector<std::unique_ptr<push::ControllerClient>> clients;
   std::vector<Recorder> recs(3);
   for (int n = 1; n <= 3; ++n) {
     auto o = f.client_opts("n" + std::to_string(n));
@@ -310,7 +189,7 @@ TEST_CASE("push sends big snapshots a few nodes at a time and every node gets on
       o.token_file = f.dir + "/token-n" + std::to_string(n);
       std::ofstream(o.token_file) << kToken << "-n" << n << "\n";
     }
-    clients.push_back(std::make_unique<node::ControllerClient>(&f.loop, o, recs[n - 1].fn()));
+    clients.push_back(std::make_unique<push::ControllerClient>(&f.loop, o, recs[n - 1].fn()));
     clients.back()->start();
   }
   REQUIRE(run_until(&f.loop, [&] {

@@ -1,4 +1,5 @@
-// warren-node's side of the push protocol (warren/push_proto.h): one HTTP/2
+// The proxies' side of the push protocol (warren/push_proto.h), used by
+// warren-node and warren-waypoint: one HTTP/2
 // over TLS connection to the controller that carries the configuration stream
 // and certificate signing requests. It reconnects with capped, jittered
 // backoff and resumes from the epoch and version it holds; while the
@@ -18,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "warren/cert_manager.h"
 #include "warren/defer.h"
 #include "warren/h2_conn.h"
 #include "warren/ip.h"
@@ -25,7 +27,7 @@
 #include "warren/result.h"
 #include "warren/tls_context.h"
 
-namespace warren::node {
+namespace warren::push {
 
 struct ControllerClientOptions {
   SockAddr address;
@@ -34,13 +36,20 @@ struct ControllerClientOptions {
   // `address` is ignored. The controller is still checked by its SPIFFE id.
   std::string host;
   uint16_t port = 15012;
+  // Who asks: a node name, or "waypoint:<namespace>/<gateway>" (push_proto.h).
   std::string node;
+  // A waypoint's own pod (x-warren-pod): the controller sends it the
+  // waypoint block of that pod (its address).
+  std::string pod;
   std::string token_file;     // re-read before each connection
   std::string ca_file;        // roots the controller's certificate must chain to
   std::string trust_domain = "cluster.local";
   uint32_t backoff_min_ms = 100;
   uint32_t backoff_max_ms = 5000;
   uint32_t connect_timeout_ms = 5000;
+
+  // "IP:port" (sets address) or "NAME:port" (sets host and port).
+  Result<void> set_address(const std::string& spec);
 };
 
 // id -> resource body (controller/model.h).
@@ -153,4 +162,23 @@ class ControllerClient : public h2::H2Conn::Owner, public h2::StreamHandler {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-}  // namespace warren::node
+// A CertManager transport whose CSRs ride the controller connection. Holds
+// the owner's pointer, so the client may be created after the transport.
+class ControllerCsrTransport : public certs::CsrTransport {
+ public:
+  explicit ControllerCsrTransport(std::unique_ptr<ControllerClient>* c) : c_(c) {}
+  void request(const std::string& id, const std::string& csr,
+               std::function<void(Result<std::string>)> done) override {
+    if (!*c_) return done(make_error(Errc::kUnavailable, "no controller client"));
+    (*c_)->request_certificate(id, csr, std::move(done));
+  }
+
+ private:
+  std::unique_ptr<ControllerClient>* c_;
+};
+
+// Feeds `m` from `c`: each trust bundle the controller sends, and a retry of
+// failed certificate requests whenever the stream comes back.
+void feed_cert_manager(ControllerClient& c, certs::CertManager& m);
+
+}  // namespace warren::push

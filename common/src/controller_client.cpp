@@ -1,4 +1,4 @@
-#include "controller_client.h"
+#include "warren/controller_client.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,8 +7,23 @@
 #include <sstream>
 
 #include "warren/certs.h"
+#include "warren/config.h"
 
-namespace warren::node {
+namespace warren::push {
+
+Result<void> ControllerClientOptions::set_address(const std::string& spec) {
+  if (auto a = SockAddr::parse(spec)) {
+    address = *a;
+    host.clear();
+    return {};
+  }
+  auto named = config::parse_host_port(spec);
+  if (!named)
+    return make_error(Errc::kInvalidArgument, "controller address \"" + spec + "\" is not IP:port or NAME:port");
+  host = named->first;
+  port = named->second;
+  return {};
+}
 
 namespace {
 
@@ -211,13 +226,15 @@ void ControllerClient::connect_to(const SockAddr& addr) {
 }
 
 h2::Headers ControllerClient::base_headers(const char* path) {
-  return {{":method", "POST"},
-          {":scheme", "https"},
-          {":authority", target()},
-          {":path", path},
-          {"authorization", "Bearer " + token_},
-          {"x-warren-node", opts_.node},
-          {"content-type", "application/x-warren-push"}};
+  h2::Headers h{{":method", "POST"},
+                {":scheme", "https"},
+                {":authority", target()},
+                {":path", path},
+                {"authorization", "Bearer " + token_},
+                {"x-warren-node", opts_.node},
+                {"content-type", "application/x-warren-push"}};
+  if (!opts_.pod.empty()) h.push_back({"x-warren-pod", opts_.pod});
+  return h;
 }
 
 void ControllerClient::on_ready(h2::H2Conn* c) {
@@ -486,4 +503,14 @@ void ControllerClient::submit_csr(std::shared_ptr<Csr> r) {
   conn_->end_stream(sid);
 }
 
-}  // namespace warren::node
+void feed_cert_manager(ControllerClient& c, certs::CertManager& m) {
+  c.on_trust_bundle = [&m](const std::string& pem) {
+    if (auto r = m.set_trust_bundle(pem); !r)
+      spdlog::error("controller sent a trust bundle that does not parse: {}", r.error().message);
+  };
+  c.on_connection = [&m](bool up) {
+    if (up) m.retry_failed_now();
+  };
+}
+
+}  // namespace warren::push

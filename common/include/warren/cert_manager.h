@@ -1,5 +1,6 @@
-// warren-node's workload certificates in controller mode (DESIGN.md §6,
-// REFERENCE.md "Certificates"): for every identity the node needs, a fresh
+// Certificates from the controller's CA (DESIGN.md §6, REFERENCE.md
+// "Certificates"), for warren-node's workloads and for warren-waypoint's own
+// identity: for every identity wanted, a fresh
 // P-256 key and CSR go to the controller's CA; the returned chain is checked
 // and installed in the node's IdentityStore (in memory, never on disk).
 //
@@ -36,7 +37,7 @@
 #include "warren/defer.h"
 #include "warren/result.h"
 
-namespace warren::node {
+namespace warren::certs {
 
 class CsrTransport {
  public:
@@ -167,4 +168,4 @@ class CertManager {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-}  // namespace warren::node
+}  // namespace warren::certs

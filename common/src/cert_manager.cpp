@@ -1,4 +1,4 @@
-#include "cert_manager.h"
+#include "warren/cert_manager.h"
 
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -13,7 +13,7 @@
 #include "warren/csr.h"
 #include "warren/log.h"
 
-namespace warren::node {
+namespace warren::certs {
 
 namespace {
 
@@ -333,4 +333,4 @@ nlohmann::json CertManager::status_json() const {
           {"failed", counters_.failed}};
 }
 
-}  // namespace warren::node
+}  // namespace warren::certs

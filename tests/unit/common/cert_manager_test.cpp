@@ -1,4 +1,4 @@
-#include "cert_manager.h"
+#include "warren/cert_manager.h"
 
 #include <openssl/x509.h>
 
@@ -11,7 +11,6 @@
 
 using namespace warren;
 using namespace warren::certs;
-using namespace warren::node;
 using namespace std::chrono_literals;
 using Clock = std::chrono::system_clock;
 using Report = IdentityStore::ReloadReport;

@@ -1,0 +1,64 @@
+#include "grpc.h"
+
+#include <charconv>
+
+namespace warren::waypoint {
+
+bool is_grpc_content_type(std::string_view ct) {
+  if (!istarts_with(ct, "application/grpc")) return false;
+  if (ct.size() == 16) return true;
+  char next = ct[16];
+  return next == '+' || next == ';';
+}
+
+bool is_grpc_request(const Headers& h) {
+  std::string ct;
+  return header_value(h, "content-type", ct) && is_grpc_content_type(ct);
+}
+
+int grpc_status_for_http(int http) {
+  switch (http) {
+    case 400:
+      return kGrpcInternal;
+    case 401:
+      return kGrpcUnauthenticated;
+    case 403:
+      return kGrpcPermissionDenied;
+    case 404:
+      return kGrpcUnimplemented;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return kGrpcUnavailable;
+    default:
+      return kGrpcUnknown;
+  }
+}
+
+std::string grpc_message_encode(std::string_view msg) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(msg.size());
+  for (unsigned char c : msg) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::optional<int> grpc_status_of(const Headers& h) {
+  std::string v;
+  if (!header_value(h, "grpc-status", v) || v.empty()) return std::nullopt;
+  int n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
+  return n;
+}
+
+}  // namespace warren::waypoint
