@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """bench/l7: warren-waypoint against nginx and HAProxy as mTLS L7 proxies.
 
-HTTP/1.1 keep-alive only (the waypoint carries client HTTP/2 opaquely for
-now). Everything on loopback (127.0.70.x), one system at a time, the same
+HTTP/1.1 keep-alive by default, HTTP/2 with BENCH_PROTO=h2. Everything on loopback (127.0.70.x), one system at a time, the same
 load generator and backend (l7bench.c) for every system. See bench/README.md.
 Python 3 standard library only.
 """
