@@ -55,6 +55,7 @@ void App::Impl::flush() {
   flush_pending = false;
   if (!model->is_synced()) return;
   place_waypoints();
+  if (jwks) jwks->set_uris(model->jwks_uris());  // new URIs are fetched; on_change flushes again
   auto start = std::chrono::steady_clock::now();
   Delta d = model->flush();
   if (d.empty() && published_once) return;
@@ -107,7 +108,15 @@ Result<void> App::Impl::start() {
   ModelOptions mo;
   mo.trust_domain = opts.trust_domain;
   mo.root_namespace = opts.root_namespace;
+  jwks = std::make_unique<JwksResolver>(loop);
+  mo.request_authentication_transform = [this](const nlohmann::json& ra) {
+    return jwks ? inline_jwks(ra, *jwks) : ra;
+  };
   model = std::make_unique<Model>(mo, &log_listener);
+  jwks->set_on_change([this] {
+    model->refresh_kind("RequestAuthentication");
+    schedule_flush();
+  });
 
   // Authentication first: in Kubernetes mode it makes the API client the CA
   // may need (--ca-secret).
@@ -152,6 +161,7 @@ void App::Impl::stop() {
   if (deployer) deployer->stop();
   if (push) push->stop();
   if (monitoring) monitoring->close();
+  jwks.reset();  // its timers and HTTP clients close on the loop
 }
 
 Result<void> App::start() { return impl_->start(); }

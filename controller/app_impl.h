@@ -7,6 +7,7 @@
 
 #include "app.h"
 #include "ca.h"
+#include "jwks_resolver.h"
 #include "model.h"
 #include "push_server.h"
 #include "waypoint_deployer.h"
@@ -68,6 +69,8 @@ struct App::Impl {
   LogListener log_listener;
   FlushingSink sink;
   std::unique_ptr<Model> model;
+  // The JWKS behind RequestAuthentications' jwksUri, inlined for waypoints.
+  std::unique_ptr<JwksResolver> jwks;
   std::unique_ptr<CertificateAuthority> ca;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<PushServer> push;

@@ -3,7 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "jwks_resolver.h"
 #include "model_impl.h"
+#include "translate.h"
 #include "validate.h"
 
 namespace warren::controller {
@@ -227,6 +229,20 @@ const json* Model::held(const ObjectKey& key) const {
   }
   auto it = impl_->held.find(key);
   return it == impl_->held.end() ? nullptr : &it->second;
+}
+
+std::set<std::string> Model::jwks_uris() const {
+  std::set<std::string> out;
+  for (auto it = impl_->held.lower_bound(ObjectKey{"RequestAuthentication", "", ""});
+       it != impl_->held.end() && it->first.kind == "RequestAuthentication"; ++it)
+    out.merge(controller::jwks_uris(it->second));
+  return out;
+}
+
+void Model::refresh_kind(const std::string& kind) {
+  for (auto it = impl_->held.lower_bound(ObjectKey{kind, "", ""}); it != impl_->held.end() && it->first.kind == kind;
+       ++it)
+    if (auto id = routing_id(kind, it->first.ns, it->first.name); !id.empty()) impl_->mark(std::move(id));
 }
 
 }  // namespace warren::controller

@@ -58,6 +58,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,9 @@ struct ModelOptions {
   std::string trust_domain = "cluster.local";
   std::string root_namespace = "istio-system";
   std::string cluster_domain = "cluster.local";  // service hostnames: <name>.<ns>.svc.<cluster_domain>
+  // Applied to a RequestAuthentication when it is rendered for waypoints
+  // (the controller inlines the JWKS of jwksUri rules: jwks_resolver.h).
+  std::function<nlohmann::json(const nlohmann::json&)> request_authentication_transform;
 };
 
 class Model : public Sink {
@@ -136,6 +140,12 @@ class Model : public Sink {
   // Node); nullptr otherwise. Pods, Services, EndpointSlices and Namespaces
   // are kept as compact records only.
   const nlohmann::json* held(const ObjectKey& key) const;
+  // The jwksUri values of the RequestAuthentications held (rules without inline jwks).
+  std::set<std::string> jwks_uris() const;
+  // Renders every held object of `kind` again at the next flush (after what
+  // a transform of ModelOptions depends on changed); only bodies that differ
+  // are sent.
+  void refresh_kind(const std::string& kind);
 
  private:
   void upsert_checked(const std::string& origin, nlohmann::json obj);

@@ -146,7 +146,10 @@ ResourcePtr Model::Impl::render(const std::string& id) {
     auto sl = rest.find('/');
     if (sl == std::string::npos) return nullptr;
     auto it = held.find(ObjectKey{kind, rest.substr(0, sl), rest.substr(sl + 1)});
-    return it == held.end() ? nullptr : std::make_shared<const json>(it->second);
+    if (it == held.end()) return nullptr;
+    if (std::string_view(kind) == "RequestAuthentication" && opts.request_authentication_transform)
+      return std::make_shared<const json>(opts.request_authentication_transform(it->second));
+    return std::make_shared<const json>(it->second);
   }
   if (type == "waypoint") {
     // <ns>/<gateway>/<pod>

@@ -117,6 +117,38 @@ TEST_CASE("model: routing objects become waypoint resources and leave with their
   CHECK_FALSE(resource(m, "virtualservice/shop/reviews"));
 }
 
+TEST_CASE("model: RequestAuthentications are rendered through the jwks transform and refreshed on demand", "[controller][model][waypoint][jwks]") {
+  std::map<std::string, std::string> keys;  // what a JwksResolver would hold
+  controller::ModelOptions mo;
+  mo.request_authentication_transform = [&](const json& ra) {
+    json out = ra;
+    for (auto& r : out["spec"]["jwtRules"])
+      if (r.contains("jwksUri") && keys.count(r["jwksUri"])) r["jwks"] = keys[r["jwksUri"]];
+    return out;
+  };
+  controller::Model m(mo);
+  m.upsert("t", json::parse(R"({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+    "metadata": {"name": "jwt", "namespace": "shop"},
+    "spec": {"jwtRules": [{"issuer": "https://issuer.example", "jwksUri": "https://issuer.example/jwks"},
+                          {"issuer": "inline", "jwks": "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}]}"}]}})"));
+  m.upsert("t", virtual_service("shop", "reviews", "reviews"));
+  CHECK(m.jwks_uris() == std::set<std::string>{"https://issuer.example/jwks"});
+  m.flush();
+  REQUIRE(resource(m, "requestauthentication/shop/jwt"));
+  CHECK_FALSE(resource(m, "requestauthentication/shop/jwt")->at("spec")["jwtRules"][0].contains("jwks"));
+  // Keys arrive: a refresh re-renders RequestAuthentications only, and sends the changed body.
+  keys["https://issuer.example/jwks"] = R"({"keys":[{"kty":"EC"}]})";
+  m.refresh_kind("RequestAuthentication");
+  CHECK(fixtures::ids(m.flush()) == std::vector<std::string>{"requestauthentication/shop/jwt"});
+  CHECK(resource(m, "requestauthentication/shop/jwt")->at("spec")["jwtRules"][0]["jwks"] == keys["https://issuer.example/jwks"]);
+  // Nothing changed: nothing sent.
+  m.refresh_kind("RequestAuthentication");
+  CHECK(m.flush().empty());
+  m.remove({"RequestAuthentication", "shop", "jwt"});
+  m.flush();
+  CHECK(m.jwks_uris().empty());
+}
+
 TEST_CASE("model: a waypoint pod gets its waypoint block and the CA check knows its identity", "[controller][model][waypoint]") {
   controller::Model m({});
   m.upsert("t", waypoint_pod("wp-1", "wp", "10.1.0.9", "wp-sa"));
