@@ -239,46 +239,22 @@ struct H2Backend::Conn {
 };
 
 H2Backend::H2Backend(const std::string& ip, uint16_t port, std::string name, Handler h)
-    : listen_fd_(tcp_listen(ip, port)), name_(std::move(name)), handler_(std::move(h)) {
-  if (!listen_fd_)
-    throw std::runtime_error("H2Backend: cannot listen on " + ip + ":" + std::to_string(port));
-  thread_ = std::thread([this] { loop(); });
+    : ThreadedServer(ip, port, "H2Backend"), name_(std::move(name)), handler_(std::move(h)) {
+  start();
 }
 
-H2Backend::~H2Backend() {
-  stop_ = true;
-  ::shutdown(listen_fd_.get(), SHUT_RDWR);
-  thread_.join();
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
-  }
-  for (auto& t : workers_) t.join();
-}
+H2Backend::~H2Backend() { stop(); }
 
 std::vector<H2Msg> H2Backend::seen() {
   std::lock_guard<std::mutex> g(mu_);
   return seen_;
 }
 
-void H2Backend::loop() {
-  while (!stop_) {
-    pollfd p{listen_fd_.get(), POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    int fd = ::accept(listen_fd_.get(), nullptr, nullptr);
-    if (fd < 0) continue;
-    ++accepted_;
-    std::lock_guard<std::mutex> g(mu_);
-    fds_.push_back(fd);
-    workers_.emplace_back([this, fd] { serve(fd); });
-  }
-}
-
 void H2Backend::serve(int fd) {
   Conn c(*this);
   c.init();
   char buf[16384];
-  while (!stop_) {
+  while (!stopping()) {
     if (!send_pending(c.s, fd)) break;
     if (!nghttp2_session_want_read(c.s) && !nghttp2_session_want_write(c.s)) break;
     pollfd p{fd, POLLIN, 0};
@@ -290,9 +266,7 @@ void H2Backend::serve(int fd) {
   }
   send_pending(c.s, fd);
   ::shutdown(fd, SHUT_RDWR);
-  std::lock_guard<std::mutex> g(mu_);
-  fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
-  ::close(fd);
+  finish(fd);
 }
 
 // ---- client ----

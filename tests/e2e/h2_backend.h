@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "http_backend.h"
 
 namespace warren::e2e {
 
@@ -52,15 +53,14 @@ std::string grpc_frame(const std::string& payload);
 // Anything else is answered by `handler` once the request ended (default:
 // 200 "<name> <method> <path>\n", and for gRPC the request body echoed with
 // grpc-status 0 in trailers). Every response carries x-backend: <name>.
-class H2Backend {
+class H2Backend : public ThreadedServer {
  public:
   using Handler = std::function<H2Reply(const H2Msg&)>;
   H2Backend(const std::string& ip, uint16_t port, std::string name, Handler h = {});
-  ~H2Backend();
+  ~H2Backend() override;
   H2Backend(const H2Backend&) = delete;
   H2Backend& operator=(const H2Backend&) = delete;
   uint64_t requests() const { return requests_.load(); }
-  uint64_t connections() const { return accepted_.load(); }
   // The most streams open at once on one connection so far.
   uint64_t max_concurrent() const { return max_open_.load(); }
   std::vector<H2Msg> seen();
@@ -69,18 +69,11 @@ class H2Backend {
 
  private:
   friend struct Conn;
-  void loop();
-  void serve(int fd);
-  Fd listen_fd_;
+  void serve(int fd) override;
   std::string name_;
   Handler handler_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> requests_{0}, accepted_{0}, max_open_{0};
-  std::mutex mu_;
+  std::atomic<uint64_t> requests_{0}, max_open_{0};
   std::vector<H2Msg> seen_;
-  std::vector<std::thread> workers_;
-  std::vector<int> fds_;
-  std::thread thread_;
 };
 
 // One h2c client connection (already connected, e.g. through SOCKS5). Not

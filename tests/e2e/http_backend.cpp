@@ -44,16 +44,20 @@ void parse_head(const std::string& head, std::string& start,
 std::string HttpReq::header(const std::string& n) const { return find(headers, n); }
 std::string HttpResp::header(const std::string& n) const { return find(headers, n); }
 
-HttpBackend::HttpBackend(const std::string& ip, uint16_t port, std::string name, Handler h)
-    : listen_fd_(tcp_listen(ip, port)), name_(std::move(name)), handler_(std::move(h)) {
-  if (!listen_fd_) throw std::runtime_error("HttpBackend: cannot listen on " + ip + ":" + std::to_string(port));
-  thread_ = std::thread([this] { loop(); });
+ThreadedServer::ThreadedServer(const std::string& ip, uint16_t port, const char* what)
+    : listen_fd_(tcp_listen(ip, port)) {
+  if (!listen_fd_)
+    throw std::runtime_error(std::string(what) + ": cannot listen on " + ip + ":" + std::to_string(port));
 }
 
-HttpBackend::~HttpBackend() {
-  stop_ = true;
+ThreadedServer::~ThreadedServer() { stop(); }
+
+void ThreadedServer::start() { thread_ = std::thread([this] { loop(); }); }
+
+void ThreadedServer::stop() {
+  if (stop_.exchange(true)) return;
   ::shutdown(listen_fd_.get(), SHUT_RDWR);
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
   {
     std::lock_guard<std::mutex> g(mu_);
     for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
@@ -61,12 +65,7 @@ HttpBackend::~HttpBackend() {
   for (auto& t : workers_) t.join();
 }
 
-std::vector<HttpReq> HttpBackend::seen() {
-  std::lock_guard<std::mutex> g(mu_);
-  return seen_;
-}
-
-void HttpBackend::loop() {
+void ThreadedServer::loop() {
   while (!stop_) {
     pollfd p{listen_fd_.get(), POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
@@ -79,6 +78,26 @@ void HttpBackend::loop() {
   }
 }
 
+void ThreadedServer::finish(int fd) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
+  }
+  ::close(fd);
+}
+
+HttpBackend::HttpBackend(const std::string& ip, uint16_t port, std::string name, Handler h)
+    : ThreadedServer(ip, port, "HttpBackend"), name_(std::move(name)), handler_(std::move(h)) {
+  start();
+}
+
+HttpBackend::~HttpBackend() { stop(); }
+
+std::vector<HttpReq> HttpBackend::seen() {
+  std::lock_guard<std::mutex> g(mu_);
+  return seen_;
+}
+
 void HttpBackend::serve(int fd) {
   std::string buf;
   char tmp[16384];
@@ -88,7 +107,7 @@ void HttpBackend::serve(int fd) {
     buf.append(tmp, static_cast<size_t>(n));
     return true;
   };
-  while (!stop_) {
+  while (!stopping()) {
     size_t end;
     while ((end = buf.find("\r\n\r\n")) == std::string::npos)
       if (!more()) goto done;
@@ -150,11 +169,7 @@ void HttpBackend::serve(int fd) {
     }
   }
 done:
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    fds_.erase(std::remove(fds_.begin(), fds_.end(), fd), fds_.end());
-  }
-  ::close(fd);
+  finish(fd);
 }
 
 bool HttpClientConn::send_raw(const std::string& bytes) { return send_all(fd_.get(), bytes.data(), bytes.size()); }

@@ -32,32 +32,53 @@ struct HttpResp {
   std::string header(const std::string& lower) const;
 };
 
-// Answers every request with `handler(req)` (default: 200 "<name> <method> <target>").
-// Adds "x-backend: <name>". Keep-alive unless the request says close.
-class HttpBackend {
+// A test server on threads of its own: one accepts, one serves each
+// connection (serve(fd), which ends with finish(fd)). The derived class calls
+// start() at the end of its constructor and stop() first in its destructor,
+// so no thread runs serve() while the derived object is incomplete.
+class ThreadedServer {
  public:
-  using Handler = std::function<HttpResp(const HttpReq&)>;
-  HttpBackend(const std::string& ip, uint16_t port, std::string name, Handler h = {});
-  ~HttpBackend();
-  HttpBackend(const HttpBackend&) = delete;
-  HttpBackend& operator=(const HttpBackend&) = delete;
-  uint64_t requests() const { return requests_.load(); }
+  ThreadedServer(const std::string& ip, uint16_t port, const char* what);
+  virtual ~ThreadedServer();
   uint64_t connections() const { return accepted_.load(); }
-  std::vector<HttpReq> seen();  // every request so far
+
+ protected:
+  void start();
+  void stop();
+  bool stopping() const { return stop_.load(); }
+  virtual void serve(int fd) = 0;
+  // The connection is done: forgotten and closed.
+  void finish(int fd);
+  std::mutex mu_;
 
  private:
   void loop();
-  void serve(int fd);
   Fd listen_fd_;
-  std::string name_;
-  Handler handler_;
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> requests_{0}, accepted_{0};
-  std::mutex mu_;
-  std::vector<HttpReq> seen_;
+  std::atomic<uint64_t> accepted_{0};
   std::vector<std::thread> workers_;
   std::vector<int> fds_;
   std::thread thread_;
+};
+
+// Answers every request with `handler(req)` (default: 200 "<name> <method> <target>").
+// Adds "x-backend: <name>". Keep-alive unless the request says close.
+class HttpBackend : public ThreadedServer {
+ public:
+  using Handler = std::function<HttpResp(const HttpReq&)>;
+  HttpBackend(const std::string& ip, uint16_t port, std::string name, Handler h = {});
+  ~HttpBackend() override;
+  HttpBackend(const HttpBackend&) = delete;
+  HttpBackend& operator=(const HttpBackend&) = delete;
+  uint64_t requests() const { return requests_.load(); }
+  std::vector<HttpReq> seen();  // every request so far
+
+ private:
+  void serve(int fd) override;
+  std::string name_;
+  Handler handler_;
+  std::atomic<uint64_t> requests_{0};
+  std::vector<HttpReq> seen_;
 };
 
 // One client connection (already connected, e.g. through SOCKS5).
