@@ -122,6 +122,7 @@ ServiceInfo service_info(const json& obj) {
         else sp.target_port = port_number(tp);
       }
       sp.name = str(p, "name");
+      sp.app_protocol = str(p, "appProtocol");
       s.ports.push_back(std::move(sp));
     }
   s.selector = labels_of(get(*spec, "selector"));
@@ -235,6 +236,7 @@ json service_resource(const ServiceInfo& svc, const std::vector<std::string>& vi
     json p = {{"port", svc.ports[i].port}};
     if (i < target_ports.size() && target_ports[i]) p["targetPort"] = target_ports[i];
     if (!svc.ports[i].name.empty()) p["name"] = svc.ports[i].name;
+    if (!svc.ports[i].app_protocol.empty()) p["appProtocol"] = svc.ports[i].app_protocol;
     ports.push_back(std::move(p));
   }
   json s = json::object();

@@ -49,6 +49,7 @@ struct ServicePortInfo {
   uint16_t target_port = 0;  // 0: a named port (target_name) or none (same as port)
   std::string target_name;
   std::string name;
+  std::string app_protocol;  // spec.ports[].appProtocol ("" when unset)
   bool operator==(const ServicePortInfo&) const = default;
 };
 

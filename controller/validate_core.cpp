@@ -103,6 +103,7 @@ void check_service(Checker& c, const json& obj) {
       }
     }
     c.string(p, pp, "name");
+    c.string(p, pp, "appProtocol");
     protocol(c, p, pp);
     c.integer(p, pp, "nodePort", 0, 65535);
   });

@@ -186,7 +186,25 @@ bool values_of(const Check& c, const RequestAttrs& r, std::vector<std::string_vi
   return false;
 }
 
+// Fields Istio cannot translate for a TCP filter chain.
+bool http_only(Attr a) {
+  switch (a) {
+    case Attr::kRequestPrincipal:
+    case Attr::kHost:
+    case Attr::kMethod:
+    case Attr::kPath:
+    case Attr::kHeader:
+    case Attr::kAudiences:
+    case Attr::kPresenter:
+    case Attr::kClaim:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool check_ok(const Check& c, const RequestAttrs& r) {
+  if (r.tcp && http_only(c.attr)) return true;  // dropped from a DENY/AUDIT rule on TCP
   std::vector<std::string_view> vals;
   std::string scratch;
   bool present = values_of(c, r, vals, scratch);
@@ -222,8 +240,19 @@ bool all_ok(const std::vector<Check>& cs, const RequestAttrs& r) {
   return true;
 }
 
+bool has_http_only(const Rule& rule) {
+  for (const auto* list : {&rule.from, &rule.to})
+    for (const auto& cs : *list)
+      for (const auto& c : cs)
+        if (http_only(c.attr)) return true;
+  for (const auto& c : rule.when)
+    if (http_only(c.attr)) return true;
+  return false;
+}
+
 bool rule_matches(const Rule& rule, Action a, const RequestAttrs& r) {
   if (rule.poisoned) return a != Action::kAllow;
+  if (r.tcp && a == Action::kAllow && has_http_only(rule)) return false;  // left out on TCP
   for (const auto* list : {&rule.from, &rule.to}) {
     if (list->empty()) continue;
     bool any = false;
@@ -612,7 +641,13 @@ Decision L7Authz::run(const RequestAttrs& r, bool custom) const {
   bool shadow_allow_applies = false;
   for (const Policy& p : *policies_) {
     if (!p.applies(r)) continue;
-    if (p.action == Action::kAudit && !p.dry_run && p.matches(r)) d.audit = true;
+    if (p.action == Action::kAudit && !p.dry_run) {
+      d.audit_evaluated = true;
+      if (!d.audit && p.matches(r)) {
+        d.audit = true;
+        d.audit_policy = p.id;
+      }
+    }
     if (!p.dry_run || (p.action != Action::kDeny && p.action != Action::kAllow)) continue;
     d.dry_run.evaluated = true;
     if (p.action == Action::kDeny && !d.dry_run.would_deny && p.matches(r)) {
@@ -634,7 +669,7 @@ Decision L7Authz::run(const RequestAttrs& r, bool custom) const {
   auto enforced = [&](const Policy& p, Action a) {
     return p.action == a && !p.dry_run && p.applies(r);
   };
-  if (custom) {
+  if (custom && !r.tcp) {
     for (const Policy& p : *policies_) {
       if (!enforced(p, Action::kCustom) || !p.matches(r)) continue;
       if (!custom_conflict_.empty()) {

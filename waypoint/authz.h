@@ -63,6 +63,11 @@ struct RequestAttrs {
   // "<namespace>/<name>" of the Service the request is for (from the HBONE
   // destination); policies bound to a Service apply only to its requests.
   std::string_view service;
+  // Opaque TCP through the waypoint: only the L4 parts apply, as Istio builds
+  // its TCP RBAC filter (HTTP-only fields: an ALLOW rule with one is left
+  // out; in DENY and AUDIT rules those fields are dropped, so they match
+  // more). CUSTOM does not apply (no HTTP ext-authz on TCP).
+  bool tcp = false;
 };
 
 struct Decision {
@@ -71,6 +76,8 @@ struct Decision {
   std::string policy;    // "<ns>/<name>" that decided; empty when none did
   std::string provider;  // kCustom: the extension provider to call
   bool audit = false;    // an AUDIT policy matched
+  std::string audit_policy;      // "<ns>/<name>" of the first AUDIT policy that matched
+  bool audit_evaluated = false;  // some AUDIT policy applies (Envoy's LOG RBAC filter ran)
   std::string reason;
   // Dry-run (istio.io/dry-run: "true") policies, evaluated as a shadow: what
   // they would have decided. They never change `kind`.

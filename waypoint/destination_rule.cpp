@@ -17,6 +17,7 @@ struct Sections {
   std::optional<LbPolicy> lb;
   std::optional<ConnectionPoolLimits> pool;
   std::optional<OutlierPolicy> outlier;
+  std::optional<RetryBudgetPolicy> retry_budget;  // trafficPolicy level only
 };
 struct RawPolicy {
   Sections top;
@@ -127,6 +128,21 @@ ConnectionPoolLimits connection_pool(const json& j, const std::string& p) {
     limit(*http, "maxRetries", q, c.max_retries);
     if (auto* v = get(*http, "idleTimeout"))
       c.idle_timeout = duration(*v, p_(q, "idleTimeout"), true);
+    if (auto* v = get(*http, "h2UpgradePolicy")) {
+      auto s = string(*v, p_(q, "h2UpgradePolicy"));
+      if (s == "DEFAULT")
+        c.h2_upgrade = H2Upgrade::kDefault;
+      else if (s == "DO_NOT_UPGRADE")
+        c.h2_upgrade = H2Upgrade::kDoNotUpgrade;
+      else if (s == "UPGRADE")
+        c.h2_upgrade = H2Upgrade::kUpgrade;
+      else
+        fail(p_(q, "h2UpgradePolicy"), "must be one of DEFAULT, DO_NOT_UPGRADE, UPGRADE");
+    }
+    if (auto* v = get(*http, "useClientProtocol")) {
+      if (!v->is_boolean()) fail(p_(q, "useClientProtocol"), "must be a boolean");
+      c.use_client_protocol = v->get<bool>();
+    }
   }
   return c;
 }
@@ -153,6 +169,18 @@ OutlierPolicy outlier_detection(const json& j, const std::string& p) {
   return o;
 }
 
+RetryBudgetPolicy retry_budget(const json& j, const std::string& p) {
+  object(j, p);
+  RetryBudgetPolicy b;
+  if (auto* v = get(j, "percent"))
+    b.percent = v->is_object() ? percentage(*v, p_(p, "percent")) : percent_value(*v, p_(p, "percent"));
+  if (auto* v = get(j, "minRetryConcurrency")) {
+    auto n = integer(*v, p_(p, "minRetryConcurrency"), 0, UINT32_MAX, "a non-negative integer");
+    if (n > 0) b.min_retry_concurrency = static_cast<uint32_t>(n);
+  }
+  return b;
+}
+
 Sections sections(const json& j, const std::string& p) {
   Sections s;
   if (auto* v = get(j, "loadBalancer")) s.lb = load_balancer(*v, p_(p, "loadBalancer"));
@@ -167,6 +195,7 @@ RawPolicy traffic_policy(const json* j, const std::string& p) {
   if (!j) return r;
   object(*j, p);
   r.top = sections(*j, p);
+  if (auto* v = get(*j, "retryBudget")) r.top.retry_budget = retry_budget(*v, p_(p, "retryBudget"));
   if (auto* pls = get(*j, "portLevelSettings")) {
     std::string q = p_(p, "portLevelSettings");
     for (size_t i = 0; i < list(*pls, q).size(); i++) {
@@ -188,6 +217,7 @@ TrafficPolicy resolve(const Sections& s) {
   if (s.lb) t.lb = *s.lb;
   if (s.pool) t.pool = *s.pool;
   if (s.outlier) t.outlier = *s.outlier;
+  t.retry_budget = s.retry_budget;
   return t;
 }
 
@@ -196,14 +226,21 @@ TrafficPolicy resolve(const Sections& s) {
 // the subset's sections that are set, then the subset's port-level settings.
 Sections merged(const RawPolicy& top, const RawPolicy* subset, std::optional<uint16_t> port) {
   Sections s = top.top;
+  // Port-level settings replace the sections they carry; retryBudget has none.
+  auto port_level = [&](const Sections& ps) {
+    auto rb = s.retry_budget;
+    s = ps;
+    s.retry_budget = rb;
+  };
   if (port)
-    if (auto it = top.ports.find(*port); it != top.ports.end()) s = it->second;
+    if (auto it = top.ports.find(*port); it != top.ports.end()) port_level(it->second);
   if (!subset) return s;
   if (subset->top.lb) s.lb = subset->top.lb;
   if (subset->top.pool) s.pool = subset->top.pool;
   if (subset->top.outlier) s.outlier = subset->top.outlier;
+  if (subset->top.retry_budget) s.retry_budget = subset->top.retry_budget;
   if (port)
-    if (auto it = subset->ports.find(*port); it != subset->ports.end()) s = it->second;
+    if (auto it = subset->ports.find(*port); it != subset->ports.end()) port_level(it->second);
   return s;
 }
 

@@ -34,6 +34,9 @@ struct LbPolicy {
   ConsistentHashPolicy hash;            // with kConsistentHash
 };
 
+// connectionPool.http.h2UpgradePolicy.
+enum class H2Upgrade { kDefault, kDoNotUpgrade, kUpgrade };
+
 // Istio ConnectionPoolSettings; absent or 0 values take Istio's defaults.
 struct ConnectionPoolLimits {
   uint32_t max_connections = UINT32_MAX;              // tcp.maxConnections
@@ -43,6 +46,8 @@ struct ConnectionPoolLimits {
   uint32_t max_retries = UINT32_MAX;                  // http.maxRetries
   std::chrono::milliseconds connect_timeout{10'000};  // tcp.connectTimeout
   std::chrono::milliseconds idle_timeout{3'600'000};  // http.idleTimeout (Envoy: 1h)
+  H2Upgrade h2_upgrade = H2Upgrade::kDefault;         // http.h2UpgradePolicy
+  bool use_client_protocol = false;                   // http.useClientProtocol
 };
 
 struct OutlierPolicy {
@@ -56,10 +61,19 @@ struct OutlierPolicy {
   uint32_t min_health_percent = 0;  // Envoy's healthy_panic_threshold
 };
 
+// trafficPolicy.retryBudget (Envoy's circuit breaker retry_budget): concurrent
+// retries limited to max(minRetryConcurrency, percent% of the cluster's active
+// and pending requests); when set it replaces connectionPool.http.maxRetries.
+struct RetryBudgetPolicy {
+  double percent = 20.0;               // percent (a number or {value}); Istio's default 20
+  uint32_t min_retry_concurrency = 3;  // minRetryConcurrency; 0 or absent: 3
+};
+
 struct TrafficPolicy {
   LbPolicy lb;
   ConnectionPoolLimits pool;
   OutlierPolicy outlier;
+  std::optional<RetryBudgetPolicy> retry_budget;
 };
 
 struct Subset {

@@ -61,4 +61,23 @@ std::optional<int> grpc_status_of(const Headers& h) {
   return n;
 }
 
+std::optional<std::chrono::milliseconds> parse_grpc_timeout(std::string_view v) {
+  if (v.size() < 2 || v.size() > 9) return std::nullopt;
+  uint64_t n = 0;
+  for (char c : v.substr(0, v.size() - 1)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  using namespace std::chrono;
+  switch (v.back()) {
+    case 'H': return duration_cast<milliseconds>(hours(n));
+    case 'M': return duration_cast<milliseconds>(minutes(n));
+    case 'S': return duration_cast<milliseconds>(seconds(n));
+    case 'm': return milliseconds(n);
+    case 'u': return ceil<milliseconds>(microseconds(n));
+    case 'n': return ceil<milliseconds>(nanoseconds(n));
+    default: return std::nullopt;
+  }
+}
+
 }  // namespace warren::waypoint

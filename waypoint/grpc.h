@@ -3,6 +3,7 @@
 // percent-encoding of grpc-message.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@ namespace warren::waypoint {
 enum GrpcStatus : int {
   kGrpcOk = 0,
   kGrpcUnknown = 2,
+  kGrpcDeadlineExceeded = 4,
   kGrpcNotFound = 5,
   kGrpcPermissionDenied = 7,
   kGrpcUnimplemented = 12,
@@ -36,6 +38,11 @@ int grpc_status_for_http(int http);
 // grpc-message is percent-encoded (gRPC's PROTOCOL-HTTP2: bytes outside
 // 0x20-0x7E, and '%', as %XX).
 std::string grpc_message_encode(std::string_view msg);
+
+// A grpc-timeout value (gRPC's PROTOCOL-HTTP2: 1-8 ASCII digits and a unit,
+// H M S m u n) in milliseconds, sub-millisecond units rounded up as Envoy's
+// Grpc::Common::getGrpcTimeout does; nullopt when malformed.
+std::optional<std::chrono::milliseconds> parse_grpc_timeout(std::string_view v);
 
 // The grpc-status value of a header list, if one is there and is a number.
 std::optional<int> grpc_status_of(const Headers& h);

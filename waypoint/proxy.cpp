@@ -15,6 +15,17 @@ Proxy::Proxy(uv_loop_t* loop, ProxyOptions opts) : loop_(loop), opts_(std::move(
                                     "Configuration loads by result", {"result"});
   reloads_ok_ = reloads.with({"success"});
   reloads_failed_ = reloads.with({"failure"});
+  // Envoy's RBAC LOG filter (Istio AUDIT policies): rbac.logged / rbac.not_logged.
+  auto& audit = registry_.counter("warren_waypoint_rbac_audit_total",
+                                  "Requests an AUDIT AuthorizationPolicy applied to, by whether one matched",
+                                  {"result"});
+  audit_logged_ = audit.with({"logged"});
+  audit_not_logged_ = audit.with({"not_logged"});
+  // Envoy's network RBAC filter stats (rbac.allowed / rbac.denied) for opaque TCP.
+  auto& tcp_rbac = registry_.counter("warren_waypoint_tcp_rbac_total",
+                                     "Opaque TCP streams by the L4 AuthorizationPolicy decision", {"result"});
+  tcp_allowed_ = tcp_rbac.with({"allowed"});
+  tcp_denied_ = tcp_rbac.with({"denied"});
   sessions_gauge_ = registry_.gauge("warren_waypoint_sessions", "Open CONNECT streams from clients").with(
       std::vector<std::string>{});
   auto& pc = registry_.counter("warren_waypoint_upstream_connects_total", "HBONE connections dialled");
@@ -344,6 +355,7 @@ Cluster& Proxy::cluster(const std::string& host, const std::string& subset, cons
   }
   c->outlier.set_policy(policy.outlier);
   c->cb->set_limits(policy.pool);
+  c->cb->set_retry_budget(policy.retry_budget);
   return *c;
 }
 
@@ -362,6 +374,7 @@ void Proxy::park(UpstreamLeg* leg) {
   leg->parked = true;
   v.push_back(leg);
   ++idle_count_;
+  if (const CircuitBreaker* cb = leg->breaker()) wake_pending(cb);  // a request may take it
 }
 
 UpstreamLeg* Proxy::take(const std::string& authority, const std::string& identity) {
@@ -386,6 +399,37 @@ bool Proxy::evict_idle(const CircuitBreaker* cb) {
         return true;
       }
   return false;
+}
+
+void Proxy::wait_for_connection(const CircuitBreaker* cb, Session* s, bool front) {
+  auto& q = pending_[cb];
+  if (front) q.push_front(s);
+  else q.push_back(s);
+}
+
+void Proxy::stop_waiting(const CircuitBreaker* cb, Session* s) {
+  auto it = pending_.find(cb);
+  if (it == pending_.end()) return;
+  auto& q = it->second;
+  for (auto i = q.begin(); i != q.end(); ++i)
+    if (*i == s) {
+      q.erase(i);
+      break;
+    }
+  if (q.empty()) pending_.erase(it);
+}
+
+void Proxy::wake_pending(const CircuitBreaker* cb) {
+  if (pending_.find(cb) == pending_.end() || stopped_) return;
+  // From the loop: the caller may be in the middle of releasing the connection.
+  defer(loop_, [this, cb] {
+    auto it = pending_.find(cb);
+    if (it == pending_.end() || stopped_) return;
+    Session* s = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) pending_.erase(it);
+    s->connection_available();
+  });
 }
 
 void Proxy::unpark(UpstreamLeg* leg) {

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -75,6 +76,10 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   const StatePtr& state() const { return state_; }
   hbone::Pool& pool() { return *pool_; }
   RequestMetrics& request_metrics() { return *req_metrics_; }
+  // A request some AUDIT policy applied to: whether one matched (logged).
+  void count_audit(bool logged) { (logged ? audit_logged_ : audit_not_logged_)->inc(); }
+  // Opaque TCP streams the waypoint's L4 AuthorizationPolicy allowed or denied.
+  void count_tcp_authz(bool allowed) { (allowed ? tcp_allowed_ : tcp_denied_)->inc(); }
   Rng& rng() { return rng_; }
   uint32_t next_rr() { return rr_++; }
   // The cluster for (host, subset), its settings brought up to `policy`.
@@ -98,6 +103,13 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   void park(UpstreamLeg* leg);
   UpstreamLeg* take(const std::string& authority, const std::string& identity);
   void unpark(UpstreamLeg* leg);  // the leg is going away
+  // http1MaxPendingRequests: requests waiting for a connection of a full
+  // cluster (`cb`), in order; `front` for one that was woken and still found
+  // none. wake_pending (a connection slot freed or an idle one appeared)
+  // resumes the first, from the loop.
+  void wait_for_connection(const CircuitBreaker* cb, Session* s, bool front);
+  void stop_waiting(const CircuitBreaker* cb, Session* s);
+  void wake_pending(const CircuitBreaker* cb);
   // Closes one idle leg counted by `cb` (a connection slot of a full cluster
   // is better spent on the endpoint a request is waiting for); false if none.
   bool evict_idle(const CircuitBreaker* cb);
@@ -136,6 +148,8 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   metrics::Registry registry_;
   std::unique_ptr<RequestMetrics> req_metrics_;
   metrics::Counter *reloads_ok_ = nullptr, *reloads_failed_ = nullptr;
+  metrics::Counter *audit_logged_ = nullptr, *audit_not_logged_ = nullptr;
+  metrics::Counter *tcp_allowed_ = nullptr, *tcp_denied_ = nullptr;
   metrics::Gauge* sessions_gauge_ = nullptr;
   std::unique_ptr<hbone::Pool> pool_;
   std::unique_ptr<H2UpstreamPool> h2_up_;  // after pool_: goes first
@@ -152,6 +166,7 @@ class Proxy : public h2::H2Conn::Owner, public hbone::PoolEnv {
   std::map<std::string, std::unique_ptr<Cluster>> clusters_;
   std::map<std::string, std::vector<UpstreamLeg*>> idle_;  // by "authority|identity", newest last
   size_t idle_count_ = 0;
+  std::map<const CircuitBreaker*, std::deque<Session*>> pending_;
   static constexpr size_t kIdlePerEndpoint = 64;
   uv_fs_poll_t config_poll_{};
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};

@@ -132,8 +132,25 @@ bool CircuitBreaker::admit_connection() {
 void CircuitBreaker::release_connection() {
   release(connections_);
 }
+void CircuitBreaker::set_retry_budget(const std::optional<RetryBudgetPolicy>& b) {
+  if (b) {
+    budget_percent_ = b->percent;
+    budget_min_ = b->min_retry_concurrency;
+  }
+  budget_on_ = b.has_value();
+}
+
+uint64_t CircuitBreaker::retry_limit() const {
+  if (!budget_on_.load(std::memory_order_relaxed)) return max_retries_.load(std::memory_order_relaxed);
+  // Envoy: max(budget_percent% x (active + pending requests), min_retry_concurrency).
+  double active = static_cast<double>(requests_.load(std::memory_order_relaxed) +
+                                      pending_.load(std::memory_order_relaxed));
+  auto pct = static_cast<uint64_t>(budget_percent_.load(std::memory_order_relaxed) / 100.0 * active);
+  return std::max<uint64_t>(pct, budget_min_.load(std::memory_order_relaxed));
+}
+
 bool CircuitBreaker::admit_retry() {
-  return acquire(retries_, max_retries_);
+  return acquire(retries_, retry_limit());
 }
 void CircuitBreaker::release_retry() {
   release(retries_);

@@ -87,6 +87,8 @@ class CircuitBreaker {
  public:
   explicit CircuitBreaker(const ConnectionPoolLimits& l = {}) { set_limits(l); }
   void set_limits(const ConnectionPoolLimits& l);
+  // trafficPolicy.retryBudget (nullopt: the static maxRetries applies).
+  void set_retry_budget(const std::optional<RetryBudgetPolicy>& b);
 
   bool admit_request();  // http2MaxRequests (every active request)
   void release_request();
@@ -94,8 +96,12 @@ class CircuitBreaker {
   void release_pending();
   bool admit_connection();  // tcp.maxConnections
   void release_connection();
-  bool admit_retry();  // http.maxRetries (concurrent retries)
+  // http.maxRetries, or the retry budget when one is set: concurrent retries,
+  // each held from when it is scheduled until its attempt ended (Envoy's
+  // retries() resource).
+  bool admit_retry();
   void release_retry();
+  uint64_t retry_limit() const;  // the current limit on concurrent retries
   // Whether a connection that has carried `served` requests may carry another
   // (http.maxRequestsPerConnection; 0: unlimited).
   bool connection_reusable(uint64_t served) const;
@@ -111,6 +117,9 @@ class CircuitBreaker {
   std::atomic<uint64_t> max_requests_{0}, max_pending_{0}, max_connections_{0}, max_retries_{0},
       max_per_connection_{0};
   std::atomic<uint64_t> requests_{0}, pending_{0}, connections_{0}, retries_{0};
+  std::atomic<bool> budget_on_{false};
+  std::atomic<double> budget_percent_{20.0};
+  std::atomic<uint32_t> budget_min_{3};
 };
 
 // The breakers of every (host, subset), created on first use; limits updated

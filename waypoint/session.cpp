@@ -19,18 +19,24 @@ void Session::attempt_done(const Outcome& o, bool record) {
 
 Session::Session(Proxy& p, h2::H2Conn* c, int32_t sid)
     : p_(p), conn_(c), sid_(sid), timeout_(p.loop()), retry_timer_(p.loop()), delay_timer_(p.loop()),
-      head_timer_(p.loop()) {}
+      head_timer_(p.loop()), duration_timer_(p.loop()) {}
 
 Session::Session(Session& parent, h2::H2Conn* inner, int32_t sid)
     : p_(parent.p_), conn_(inner), sid_(sid), state_(parent.state_), mode_(Mode::kH2Stream),
       authority_(parent.authority_), target_(parent.target_), src_identity_(parent.src_identity_),
       src_addr_(parent.src_addr_), src_(parent.src_), timeout_(p_.loop()), retry_timer_(p_.loop()),
-      delay_timer_(p_.loop()), head_timer_(p_.loop()), src_ip_text_(parent.src_ip_text_),
-      dst_ip_text_(parent.dst_ip_text_) {
+      delay_timer_(p_.loop()), head_timer_(p_.loop()), duration_timer_(p_.loop()),
+      src_ip_text_(parent.src_ip_text_), dst_ip_text_(parent.dst_ip_text_) {
   parent_ = &parent;
+  // The stream's header block must end within requestHeadersTimeout (Envoy's
+  // request_headers_timeout, per stream from its first HEADERS frame).
+  if (state_->request_headers_timeout.count() > 0) {
+    Session* self = this;
+    head_timer_.start(state_->request_headers_timeout.count(), 0, [self] { self->h2_head_timeout(); });
+  }
 }
 
-Session::~Session() = default;
+Session::~Session() { leave_pending(); }
 
 // ---- downstream stream ----
 
@@ -102,7 +108,9 @@ void Session::on_stream_close(h2::H2Conn*, int32_t, uint32_t) {
   retry_timer_.stop();
   delay_timer_.stop();
   head_timer_.stop();
+  duration_timer_.stop();
   ext_authz_.reset();
+  leave_pending();
   attempt_done(Outcome::reset(), false);
   if (ex_ && !ex_->local) {
     ex_->rec.response_flags = "DC";

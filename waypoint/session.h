@@ -81,6 +81,8 @@ class Session : public h2::StreamHandler, public Http1Handler {
   bool downstream_full() const;
 
   void shutdown(const std::string& why);
+  // A request waiting for a connection (http1MaxPendingRequests) may try again.
+  void connection_available();
 
   // HTTP/2 session (session_h2.cpp), from its inner connection.
   void h2_output(std::string&& data);  // frames for the client
@@ -106,6 +108,8 @@ class Session : public h2::StreamHandler, public Http1Handler {
     std::string error;
   };
   Pick pick_endpoint(const std::string& host, uint16_t port, const std::string& subset);
+  // Whether a request to (host, port, subset) goes upstream as HTTP/2.
+  bool upstream_h2(const std::string& host, uint16_t port, const std::string& subset) const;
   RequestView view() const;
   // The attempt in flight ended with `o`: in-flight count, outlier detection.
   void attempt_done(const Outcome& o, bool record = true);
@@ -125,6 +129,7 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void process_h2();
   void process_h2_stream();
   void h2_request(h2::Headers&& h, bool end_stream);
+  void h2_head_timeout();  // the stream's header block did not end in time
   void h2_response_head(MessageHead& h);
   void h2_response_end();
   void h2_local_reply(int status, const std::string& body, const std::string& details, const Headers& extra);
@@ -132,6 +137,7 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void mirror_h2(const MessageHead& h, const config::Workload& ep, const SockAddr& addr);
   void dispatch();                 // route the parsed head and start an attempt
   void start_attempt();
+  void start_grpc_deadline(const HttpRoute* route);  // grpc-timeout
   // Schedules another attempt when the policy allows (status: an upstream
   // response status, else a failure of kind f).
   bool maybe_retry(UpFailure f, int status, const std::string& why);
@@ -139,7 +145,9 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void local_reply(int status, std::string body, const std::string& flags,
                    const std::string& details, const Headers& extra = {});
   void send_down(std::string_view data);
+  std::string last_chunk() const;  // the end of a chunked request body for an HTTP/1.1 upstream
   void finish_exchange();
+  void leave_pending();  // no longer waiting for a connection (answered, gone)
   void end_down();
 
   Proxy& p_;
@@ -163,6 +171,7 @@ class Session : public h2::StreamHandler, public Http1Handler {
   std::unique_ptr<H2Downstream> h2_;  // kH2: the inner HTTP/2 server
   Session* parent_ = nullptr;         // kH2Stream: the HTTP/2 session
   Timer timeout_, retry_timer_, delay_timer_, head_timer_;
+  Timer duration_timer_;  // grpc-timeout (Envoy's max stream duration from the header)
   bool head_timing_ = false;  // a request head has started and not ended
   bool in_process_ = false, again_ = false;
   std::string src_ip_text_, dst_ip_text_;

@@ -68,6 +68,7 @@ void Session::h2_closed(const std::string& reason) {
 // ---- one inner stream: the request ----
 
 void Session::h2_request(h2::Headers&& h, bool end_stream) {
+  head_timer_.stop();
   if (ex_ || closed_) return;
   auto head = request_head_from_h2(h, end_stream);
   if (!head.ok()) {
@@ -90,6 +91,13 @@ void Session::h2_request(h2::Headers&& h, bool end_stream) {
   ex_->request_complete = end_stream;
   dispatch();
   process();
+}
+
+void Session::h2_head_timeout() {
+  if (closed_ || ex_) return;
+  begin_exchange(MessageHead{}, "HTTP/2");
+  ex_->request_complete = true;
+  local_reply(408, "request header timeout\n", "-", "request_header_timeout");
 }
 
 void Session::process_h2_stream() {

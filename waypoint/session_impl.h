@@ -73,6 +73,7 @@ struct Session::Exchange {
   const RouteDestination* dest = nullptr;
   std::string fwd_head;  // the serialised head for the upstream
   MessageHead fwd;       // the head for an HTTP/2 upstream
+  bool up_h2 = false;    // the upstream speaks HTTP/2 (upstream_protocol.h), else HTTP/1.1
   bool h2_resp_body = false;  // HTTP/2: the response HEADERS left the stream open
   bool chunked_up = false;
   const config::Workload* ep = nullptr;
@@ -95,11 +96,15 @@ struct Session::Exchange {
   Cluster* cluster = nullptr;          // of the attempt in flight
   std::string uid;                     // its endpoint
   bool attempt_open = false;
+  bool pending = false;      // waiting for a connection slot (holds a pending-request slot)
+  bool waited = false;       // has waited: back at the head of the queue if still none
+  bool retry_held = false;   // holds a retry slot (maxRetries / retryBudget) for the retry in flight
   AuthnResult authn;
   Span span;  // this hop's span (exported when sampled)
   std::vector<const RouteDestination*> mirrors;  // to fire once the request is whole
   MessageHead mirror_head;
   ~Exchange() {
+    if (cb && retry_held) cb->release_retry();
     if (cb) cb->release_request();
   }
 };

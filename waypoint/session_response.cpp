@@ -37,9 +37,21 @@ bool Session::maybe_retry(UpFailure f, int status, const std::string& why) {
               : f == UpFailure::kConnect ? Outcome::connect_failure()
               : f == UpFailure::kRefused ? Outcome::refused_stream()
                                          : Outcome::reset();
+  // The retry slot of the previous retry is held until its attempt ended
+  // (Envoy's RetryStateImpl::resetRetry at the next shouldRetry).
+  if (e.retry_held) {
+    e.cb->release_retry();
+    e.retry_held = false;
+  }
   if (!should_retry(rp, o, e.attempts - 1) || !e.body_kept || !e.request_complete || closed_) return false;
-  if (e.cb && !e.cb->admit_retry()) return false;  // http.maxRetries
-  if (e.cb) e.cb->release_retry();
+  if (e.cb) {
+    // http.maxRetries or the retry budget: over it, no retry (the original error stands).
+    if (!e.cb->admit_retry()) {
+      spdlog::debug("waypoint: retry overflow ({} concurrent retries)", e.cb->active_retries());
+      return false;
+    }
+    e.retry_held = true;
+  }
   auto wait = backoff(e.attempts, static_cast<uint32_t>(p_.rng().next64()), rp.backoff_base);
   spdlog::debug("waypoint: retry {} of {} in {} ms: {}", e.attempts, rp.attempts, wait.count(),
                 why.empty() ? std::to_string(status) : why);
@@ -131,12 +143,23 @@ void Session::up_response_body(Leg* l, std::string_view data) {
 void Session::up_response_trailers(Leg* l, Headers& t) {
   if (l != leg_ || !ex_) return;
   if (auto gs = header_of(t, "grpc-status"); !gs.empty()) ex_->rec.grpc_status = std::atoi(gs.c_str());
+  // HTTP/1.1 chunked trailers are not relayed to an HTTP/2 client (Envoy's
+  // HTTP/1 codec drops them without enable_trailers, which Istio leaves off).
+  if (mode_ == Mode::kH2Stream && !l->http2()) return;
   ex_->resp_trailers = std::move(t);
 }
 
 void Session::up_response_complete(Leg* l) {
   if (l != leg_ || !ex_) return;
   if (mode_ == Mode::kH2Stream) {
+    // An HTTP/1.1 upstream connection goes back to the pool first: ending the
+    // client's stream may close it (and this session) at once.
+    if (!leg_->http2()) {
+      auto* leg = static_cast<UpstreamLeg*>(leg_);
+      leg_ = nullptr;
+      if (leg->reusable() && ex_->request_complete) p_.park(leg);
+      else leg->abandon();
+    }
     h2_response_end();
     return finish_exchange();
   }
@@ -166,12 +189,14 @@ void Session::local_reply(int status, std::string body, const std::string& flags
   if (closed_) return;
   auto& e = *ex_;
   if (e.response_started) return shutdown(details);
+  leave_pending();
   attempt_done(Outcome::timeout(), details == "upstream_response_timeout");
   if (leg_) leg_->abandon();
   leg_ = nullptr;
   timeout_.stop();
   retry_timer_.stop();
   delay_timer_.stop();
+  duration_timer_.stop();
   e.local = true;
   e.response_started = true;
   e.rec.response_code = status;
@@ -203,12 +228,28 @@ void Session::local_reply(int status, std::string body, const std::string& flags
   if (e.request_complete || !e.down_keep_alive) finish_exchange();
 }
 
+void Session::leave_pending() {
+  if (!ex_ || !ex_->pending) return;
+  ex_->pending = false;
+  p_.stop_waiting(ex_->cb.get(), this);
+  ex_->cb->release_pending();
+}
+
+void Session::connection_available() {
+  if (!ex_ || closed_ || !ex_->pending) return;
+  ex_->pending = false;
+  ex_->waited = true;
+  ex_->cb->release_pending();
+  start_attempt();
+}
+
 void Session::finish_exchange() {
   if (!ex_) return;
   auto& e = *ex_;
   timeout_.stop();
   retry_timer_.stop();
   delay_timer_.stop();
+  duration_timer_.stop();
   e.rec.duration =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - e.t0);
   e.rec.attempts = e.attempts;
@@ -216,21 +257,22 @@ void Session::finish_exchange() {
   p_.request_metrics().record(e.rec);
   p_.write_access_log(e.rec);
   p_.export_span(e.rec, e.span);
-  if (mode_ == Mode::kH2Stream) {
-    // The stream ends with the response; a request body still coming is dropped.
-    if (leg_) leg_->abandon();
-    leg_ = nullptr;
-    ex_.reset();
-    return process();
-  }
   if (leg_) {
-    auto* leg = static_cast<UpstreamLeg*>(leg_);  // HTTP/1 exchanges use HTTP/1 legs
-    if (leg->reusable() && e.request_complete) {
-      p_.park(leg);
+    if (leg_->http2()) {
+      leg_->abandon();  // done with the stream (the connection stays pooled)
     } else {
-      leg->abandon();
+      // An HTTP/1.1 upstream connection goes back to the pool when its
+      // exchange was whole, whichever version the client spoke.
+      auto* leg = static_cast<UpstreamLeg*>(leg_);
+      if (leg->reusable() && e.request_complete) p_.park(leg);
+      else leg->abandon();
     }
     leg_ = nullptr;
+  }
+  if (mode_ == Mode::kH2Stream) {
+    // The stream ends with the response; a request body still coming is dropped.
+    ex_.reset();
+    return process();
   }
   bool keep = e.down_keep_alive && !parser_->closed() && !parser_->upgraded();
   ex_.reset();

@@ -1,6 +1,7 @@
 // A request: authentication, authorization, routing, the endpoint and each attempt.
 #include "ext_authz_client.h"
 #include "session_impl.h"
+#include "upstream_protocol.h"
 
 namespace warren::waypoint {
 
@@ -84,6 +85,23 @@ Session::Pick Session::pick_endpoint(const std::string& host, uint16_t port, con
   return p;
 }
 
+bool Session::upstream_h2(const std::string& host, uint16_t port, const std::string& subset) const {
+  bool client_h2 = mode_ == Mode::kH2Stream;
+  bool upgrade = ex_ && ex_->head.upgrade;
+  const TrafficPolicy& policy = state_->rules.policy(host, subset, port);
+  if (host.empty()) return upstream_http2(nullptr, policy.pool, client_h2, upgrade);
+  const config::Service* svc = state_->mesh->service_by_hostname(host);
+  const config::ServicePort* sp = nullptr;
+  if (svc) {
+    for (const auto& p : svc->ports)
+      if (p.port == port) sp = &p;
+    if (!sp && svc->ports.size() == 1) sp = &svc->ports[0];
+  }
+  if (!sp) return upstream_http2(nullptr, policy.pool, client_h2, upgrade);
+  PortProtocol proto = port_protocol(sp->name, sp->app_protocol);
+  return upstream_http2(&proto, policy.pool, client_h2, upgrade);
+}
+
 RequestView Session::view() const {
   const auto& e = *ex_;
   RequestView rv;
@@ -100,6 +118,28 @@ RequestView Session::view() const {
 void Session::start_opaque() {
   mode_ = Mode::kOpaque;
   std::string host = target_.host;
+  // L4 AuthorizationPolicy of the waypoint (Envoy's network RBAC filter on
+  // the TCP chain): a deny closes the stream before any endpoint is dialled.
+  if (state_->authz.size()) {
+    RequestAttrs a;
+    a.tcp = true;
+    std::string_view principal = src_identity_;
+    if (principal.rfind("spiffe://", 0) == 0) principal.remove_prefix(9);
+    a.source_principal = principal;
+    if (src_) a.source_namespace = src_->namespace_.str();
+    a.source_ip = src_ip_text_;
+    a.destination_ip = dst_ip_text_;
+    a.destination_port = authority_.port;
+    service_key_ = target_.svc ? target_.svc->namespace_ + "/" + target_.svc->name : "";
+    a.service = service_key_;
+    Decision d = state_->authz.evaluate(a);
+    p_.count_tcp_authz(d.kind != Decision::kDeny);
+    if (d.kind == Decision::kDeny) {
+      spdlog::info("waypoint: TCP from {} to {} denied: {} ({})", src_addr_.to_string(), authority_.to_string(),
+                   d.reason, d.policy.empty() ? "none" : d.policy);
+      return shutdown("rbac_access_denied_matched_policy[" + (d.policy.empty() ? "none" : d.policy) + "]");
+    }
+  }
   Pick pk = pick_endpoint(host, authority_.port, "");
   if (!pk.ep) {
     spdlog::info("waypoint: TCP to {}: {}", authority_.to_string(), pk.error);
@@ -173,6 +213,12 @@ void Session::dispatch() {
   // L7 AuthorizationPolicy on the normalised path (CUSTOM, DENY, ALLOW).
   if (state_->authz.size()) {
     Decision d = state_->authz.evaluate(attrs(service));
+    if (d.audit_evaluated) {
+      // AUDIT (Envoy's RBAC LOG action): marks the access log entry, whatever the decision.
+      p_.count_audit(d.audit);
+      e.rec.audit = d.audit;
+      e.rec.audit_policy = d.audit_policy;
+    }
     if (d.kind == Decision::kCustom) return check_custom(d.provider);
     if (d.kind == Decision::kDeny)
       return local_reply(403, "RBAC: access denied", "-",
@@ -270,6 +316,8 @@ void Session::route_request() {
     if (e.dest->port) e.port = *e.dest->port;
   }
   e.retry = route ? &route->retry_policy() : &default_retry_policy();
+  start_grpc_deadline(route);
+  e.up_h2 = upstream_h2(e.host, e.port, e.subset);
 
   // The head for the upstream.
   MessageHead fwd = h;
@@ -289,17 +337,19 @@ void Session::route_request() {
   inject(fwd.headers, e.span);
   e.rec.trace_id = e.span.trace_id.hex();
   ForwardOptions o;
-  o.framing = h.framing == BodyFraming::kChunked ? BodyFraming::kChunked : h.framing;
+  o.framing = h.framing;
+  // An HTTP/2 request body of unknown length goes to HTTP/1.1 chunked.
+  if (o.framing == BodyFraming::kUntilClose) o.framing = BodyFraming::kChunked;
   o.content_length = h.content_length;
   o.upgrade = h.upgrade;
-  e.chunked_up = o.framing == BodyFraming::kChunked;
+  e.chunked_up = !e.up_h2 && o.framing == BodyFraming::kChunked;
   auto bytes = serialize_request_head(fwd, o);
   if (!bytes.ok()) {
     e.down_keep_alive = false;
     return local_reply(400, "bad request: " + bytes.error().message + "\n", "-", "invalid_header");
   }
   e.fwd_head = std::move(*bytes);
-  if (mode_ == Mode::kH2Stream) e.fwd = fwd;
+  if (e.up_h2) e.fwd = fwd;
   // Mirrors: a copy of the request, sent once it is whole, answers dropped.
   if (route)
     for (const auto& m : route->mirrors)
@@ -340,6 +390,30 @@ void Session::route_request() {
   start_attempt();
 }
 
+void Session::start_grpc_deadline(const HttpRoute* route) {
+  // Istio sets every route's max_stream_duration.grpc_timeout_header_max to
+  // the route timeout (0s without one): a grpc-timeout header bounds the
+  // whole stream, from its start, capped by the route timeout when there is
+  // one. Expiry: 408 (gRPC: DEADLINE_EXCEEDED), flag DT, or a reset once the
+  // response started (Envoy's onStreamMaxDurationReached).
+  auto& e = *ex_;
+  std::string v = header_of(e.head.headers, "grpc-timeout");
+  if (v.empty()) return;
+  auto limit = parse_grpc_timeout(v);
+  if (!limit) return;
+  if (route && route->timeout && route->timeout->count() > 0 && *limit > *route->timeout) limit = *route->timeout;
+  auto elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - e.t0);
+  auto left = *limit > elapsed ? *limit - elapsed : std::chrono::milliseconds(0);
+  Session* self = this;
+  duration_timer_.start(static_cast<uint64_t>(left.count()), 0, [self] {
+    if (!self->ex_ || self->closed_) return;
+    Headers extra;
+    if (self->ex_->rec.grpc) extra.push_back({"grpc-status", std::to_string(kGrpcDeadlineExceeded)});
+    self->local_reply(408, "downstream duration timeout", "DT", "max_duration_timeout", extra);
+  });
+}
+
 void Session::start_attempt() {
   auto& e = *ex_;
   // Mirrors of a request that is whole already (no body, or read during a
@@ -378,7 +452,7 @@ void Session::start_attempt() {
     d.service_namespace = s->namespace_;
   }
   d.upstream_cluster = "outbound|" + std::to_string(e.port) + "|" + e.subset + "|" + d.service_host;
-  if (mode_ == Mode::kH2Stream) return start_h2_attempt(*pk.ep, pk.addr);
+  if (e.up_h2) return start_h2_attempt(*pk.ep, pk.addr);
 
   std::string auth = pk.addr.to_string();
   UpstreamLeg* idle = p_.take(auth, pk.ep->identity.str());
@@ -401,6 +475,14 @@ void Session::start_attempt() {
       while (!admitted && p_.evict_idle(e.cb.get())) admitted = e.cb->admit_connection();
       if (!admitted) {
         attempt_done(Outcome::connect_failure(), false);
+        // http1MaxPendingRequests: wait for a connection (route timeout
+        // permitting); past the limit, overflow.
+        if (e.cb->admit_pending()) {
+          --e.attempts;
+          e.pending = true;
+          p_.wait_for_connection(e.cb.get(), this, e.waited);
+          return;
+        }
         return local_reply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
                            "UO", "upstream_reset_before_response_started{overflow}");
       }
@@ -416,10 +498,7 @@ void Session::start_attempt() {
   if (e.attempts > 1 || !e.body.empty()) {
     leg_->send(e.chunked_up && !e.body.empty() ? encode_chunk(e.body) : e.body);
   }
-  if (e.request_complete && e.chunked_up) {
-    auto last = encode_last_chunk(e.trailers);
-    leg_->send(last.ok() ? *last : "0\r\n\r\n");
-  }
+  if (e.request_complete && e.chunked_up) leg_->send(last_chunk());
   process();  // the request body may go on now
 }
 
@@ -436,6 +515,14 @@ void Session::on_body(std::string_view data) {
   if (leg_) leg_->send(e.chunked_up ? encode_chunk(data) : std::string(data));
 }
 
+std::string Session::last_chunk() const {
+  // HTTP/2 request trailers are not written as HTTP/1.1 (Envoy's HTTP/1
+  // codec drops them unless enable_trailers is set, which Istio does not).
+  if (mode_ == Mode::kH2Stream) return "0\r\n\r\n";
+  auto last = encode_last_chunk(ex_->trailers);
+  return last.ok() ? *last : "0\r\n\r\n";
+}
+
 void Session::on_trailers(Headers trailers) {
   if (ex_) ex_->trailers = std::move(trailers);
 }
@@ -448,8 +535,7 @@ void Session::on_complete() {
   if (leg_ && leg_->http2()) {
     static_cast<H2UpstreamStream*>(leg_)->end_with_trailers(e.trailers);
   } else if (leg_ && e.chunked_up) {
-    auto last = encode_last_chunk(e.trailers);
-    leg_->send(last.ok() ? *last : "0\r\n\r\n");
+    leg_->send(last_chunk());
   }
   fire_mirrors();
 }
@@ -468,7 +554,7 @@ void Session::fire_mirrors() {
     // Envoy's shadow host: "<authority>-shadow".
     std::string host = header_of(h.headers, "host");
     set_header(h.headers, "host", (host.empty() ? d->host : host) + "-shadow");
-    if (mode_ == Mode::kH2Stream) {
+    if (upstream_h2(d->host, port, d->subset)) {
       mirror_h2(h, *pk.ep, pk.addr);
       continue;
     }

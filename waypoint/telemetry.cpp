@@ -360,6 +360,10 @@ std::string access_log_json(const RequestRecord& r) {
     str_field(out, "grpc_status", {});
   }
   int_field(out, "upstream_request_attempt_count", r.attempts);
+  if (r.audit) {
+    out += ",\"access_log_hint\":true";
+    str_field(out, "audit_policy", r.audit_policy);
+  }
   out += '}';
   return out;
 }

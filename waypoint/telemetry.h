@@ -84,6 +84,11 @@ struct RequestRecord {
   std::string user_agent;
   std::string connection_security_policy = "mutual_tls";  // "mutual_tls", "none", "unknown"
   uint32_t attempts = 1;  // upstream attempts (retries + 1); 0: none made
+  // An AUDIT AuthorizationPolicy matched (Envoy's RBAC LOG action sets
+  // envoy.common access_log_hint): logged as "access_log_hint": true and
+  // "audit_policy" (the fields are left out otherwise).
+  bool audit = false;
+  std::string audit_policy;
 };
 
 // istio_requests_total, istio_request_duration_milliseconds, istio_request_bytes

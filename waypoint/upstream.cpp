@@ -61,7 +61,10 @@ void UpstreamLeg::fail(int kind, const std::string& why) {
 void UpstreamLeg::die() {
   if (dying_) return;
   dying_ = true;
-  if (cb_) cb_->release_connection();  // the slot frees now, not when the object goes
+  if (cb_) {
+    cb_->release_connection();  // the slot frees now, not when the object goes
+    p_.wake_pending(cb_.get());  // a request waiting for a connection may open one
+  }
   cb_.reset();
   state_ = State::kDone;
   owner_ = nullptr;

@@ -264,7 +264,10 @@ def mesh_config(name, addr):
                      {"gateway.networking.k8s.io/gateway-name": "waypoint"}, gateway="waypoint"),
         ],
         "services": [
-            {"name": "echo", "namespace": "default", "vips": [VIP_WP], "ports": [{"port": 80, "targetPort": APP_PORT}],
+            # The waypoint picks the upstream HTTP version from the port's protocol (as Istio does):
+            # an HTTP/2 port in h2 mode keeps h2c to the backend; unnamed it would be HTTP/1.1.
+            {"name": "echo", "namespace": "default", "vips": [VIP_WP],
+             "ports": [dict({"port": 80, "targetPort": APP_PORT}, **({"appProtocol": "http2"} if H2 else {}))],
              "endpoints": ["echo-1"], "waypoint": "waypoint"},
             {"name": "plain", "namespace": "default", "vips": [VIP_L4],
              "ports": [{"port": 80, "targetPort": APP_PORT}], "endpoints": ["plain-1"]},

@@ -332,7 +332,7 @@ Service Parser::service(const json& j, const std::string& p) {
   s.hostname = str(j, p, "hostname", false, s.name + "." + s.namespace_ + ".svc.cluster.local");
   s.vips = ips(j, p, "vips");
   each(j, p, "ports", [&](const json& e, const std::string& pp, size_t) {
-    if (!object(e, pp, {"port", "targetPort", "name"})) return;
+    if (!object(e, pp, {"port", "targetPort", "name", "appProtocol"})) return;
     ServicePort sp;
     const json* port = get(e, "port");
     if (!port) err(sub(pp, "port"), "is required");
@@ -343,6 +343,7 @@ Service Parser::service(const json& j, const std::string& p) {
       else err(sub(pp, "targetPort"), show(*tp) + " is not a port");
     }
     sp.name = str(e, pp, "name", false);
+    sp.app_protocol = str(e, pp, "appProtocol", false);
     s.ports.push_back(sp);
   });
   {
@@ -901,6 +902,7 @@ nlohmann::json to_json(const Snapshot& s) {
       json jp = {{"port", p.port}};
       if (p.target_port) jp["targetPort"] = p.target_port;
       if (!p.name.empty()) jp["name"] = p.name;
+      if (!p.app_protocol.empty()) jp["appProtocol"] = p.app_protocol;
       ports.push_back(jp);
     }
     ss.push_back({{"name", sv.name}, {"namespace", sv.namespace_}, {"hostname", sv.hostname},

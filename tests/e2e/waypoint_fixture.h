@@ -30,6 +30,12 @@ struct WaypointMesh {
     s.m.set_service_field("echo", "waypoint", "waypoint");
     for (const char* uid : {"echo-1", "echo-2"}) s.m.set_workload_field(uid, "waypoint", "waypoint");
   }
+  // The echo port's appProtocol (before start): "http2" makes the waypoint
+  // speak HTTP/2 to the pods, as Istio does for an HTTP/2 or gRPC port; an
+  // unnamed port gets HTTP/1.1 whatever the client speaks.
+  void echo_app_protocol(const std::string& p) {
+    s.m.set_service_field("echo", "ports", nlohmann::json::array({{{"port", 80}, {"targetPort", 8080}, {"appProtocol", p}}}));
+  }
   std::string config_path() const { return s.m.dir() / "waypoint.json"; }
   std::string access_log() const { return s.m.dir() / "waypoint-access.log"; }
 

@@ -52,6 +52,7 @@ std::string preface_and_settings() {
 TEST_CASE("waypoint h2: requests are routed by header and multiplexed upstream",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   w.routing["destinationRules"] = json::array({echo_subsets()});
   w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
     {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
@@ -99,6 +100,7 @@ TEST_CASE("waypoint h2: requests are routed by header and multiplexed upstream",
 TEST_CASE("waypoint h2: gRPC status and message in trailers reach the client unchanged",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("grpc");  // a gRPC port: h2c to the pods
   auto handler = [](const H2Msg& q) {
     H2Reply r;
     r.headers = {{"content-type", "application/grpc"}};
@@ -154,6 +156,7 @@ TEST_CASE("waypoint h2: gRPC status and message in trailers reach the client unc
 
 TEST_CASE("waypoint h2: request trailers are forwarded to the backend", "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
   w.start();
   auto c = h2_connect(w);
@@ -173,6 +176,7 @@ TEST_CASE("waypoint h2: request trailers are forwarded to the backend", "[e2e][w
 TEST_CASE("waypoint h2: a gRPC call denied by an L7 DENY policy gets grpc-status 7",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   w.s.m.add_policy(waypoint_policy("deny-admin", R"({"spec": {"action": "DENY", "rules": [
       {"to": [{"operation": {"paths": ["/shop.Admin/*"]}}]}]}})"));
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
@@ -204,6 +208,7 @@ TEST_CASE("waypoint h2: a gRPC call denied by an L7 DENY policy gets grpc-status
 
 TEST_CASE("waypoint h2: fault aborts answer gRPC calls with a gRPC status", "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
     {"match": [{"uri": {"prefix": "/shop.Flaky/"}}],
      "fault": {"abort": {"grpcStatus": "RESOURCE_EXHAUSTED", "percentage": {"value": 100}}},
@@ -235,6 +240,7 @@ TEST_CASE("waypoint h2: fault aborts answer gRPC calls with a gRPC status", "[e2
 TEST_CASE("waypoint h2: a streaming call carries several messages each way on one stream",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
   w.start();
   auto c = h2_connect(w);
@@ -260,6 +266,7 @@ TEST_CASE("waypoint h2: a streaming call carries several messages each way on on
 
 TEST_CASE("waypoint h2: many concurrent streams on one client connection", "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
   w.start();
   auto c = h2_connect(w);
@@ -294,6 +301,7 @@ TEST_CASE("waypoint h2: many concurrent streams on one client connection", "[e2e
 TEST_CASE("waypoint h2: invalid and connection-specific headers are never forwarded",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
   w.start();
   const std::vector<H2Fields> bad = {
@@ -336,6 +344,7 @@ TEST_CASE("waypoint h2: invalid and connection-specific headers are never forwar
 TEST_CASE("waypoint h2: a rapid reset flood closes the connection and reaches no backend",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
   w.start();
   Fd fd = raw_connect(w);
@@ -362,6 +371,7 @@ TEST_CASE("waypoint h2: a rapid reset flood closes the connection and reaches no
 
 TEST_CASE("waypoint h2: a CONTINUATION flood closes the connection", "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
   w.start();
   Fd fd = raw_connect(w);
@@ -501,6 +511,7 @@ TEST_CASE("waypoint: an HTTP/1.1 Upgrade switches the session to a relay both wa
 TEST_CASE("waypoint h2: retries and route timeouts apply to HTTP/2 requests",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
     {"match": [{"uri": {"prefix": "/flap"}}],
      "route": [{"destination": {"host": "echo"}}], "retries": {"attempts": 3, "retryOn": "5xx"}},
@@ -543,6 +554,7 @@ TEST_CASE("waypoint h2: retries and route timeouts apply to HTTP/2 requests",
 TEST_CASE("waypoint h2: the circuit breaker answers 503 UO and gRPC UNAVAILABLE",
           "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   w.routing["destinationRules"] =
       json::parse(R"([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
       "metadata": {"name": "echo", "namespace": "default"},
@@ -575,6 +587,7 @@ TEST_CASE("waypoint h2: the circuit breaker answers 503 UO and gRPC UNAVAILABLE"
 
 TEST_CASE("waypoint h2: a mirror gets a copy of each HTTP/2 request", "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   w.routing["destinationRules"] = json::array({echo_subsets()});
   w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
     {"route": [{"destination": {"host": "echo", "subset": "v1"}}],
@@ -596,6 +609,7 @@ TEST_CASE("waypoint h2: a mirror gets a copy of each HTTP/2 request", "[e2e][way
 
 TEST_CASE("waypoint h2: large bodies stream both ways under flow control", "[e2e][waypoint][h2]") {
   WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   auto echo_body = [](const H2Msg& q) {
     H2Reply r;
     r.body = q.body;
@@ -617,4 +631,195 @@ TEST_CASE("waypoint h2: large bodies stream both ways under flow control", "[e2e
     CHECK(r.body == b);
     CHECK(r.trailer("x-len") == std::to_string(b.size()));
   }
+}
+
+// ---- the upstream protocol follows the Service port (Istio's protocol selection) ----
+
+TEST_CASE("waypoint h2: an HTTP/2 client reaches an HTTP/1-only backend over HTTP/1.1",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;  // the echo port is unnamed: HTTP/1.1 to the pods, as an Istio waypoint does
+  w.routing["destinationRules"] = json::array({echo_subsets()});
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"route": [{"destination": {"host": "echo", "subset": "v1"}}]}])"))});
+  HttpBackend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  auto c = h2_connect(w);
+  auto r = c.fetch("GET", "/items/1?x=y", {{"user-agent", "h2-test"}});
+  REQUIRE(r.status == 200);
+  CHECK(r.body == "v1 GET /items/1?x=y\n");
+  CHECK(r.header("x-backend") == "v1");
+  // A body of unknown length goes chunked, a declared one with Content-Length.
+  auto p = c.fetch("POST", "/upload", {{"content-type", "text/plain"}}, "chunked body");
+  CHECK(p.status == 200);
+  auto q = c.fetch("PUT", "/upload", {{"content-length", "11"}}, "sized body!");
+  CHECK(q.status == 200);
+  auto h = c.fetch("HEAD", "/items/1");
+  CHECK(h.status == 200);
+  CHECK(h.body.empty());
+  auto seen = v1.seen();
+  REQUIRE(seen.size() == 4);
+  CHECK(seen[0].method == "GET");
+  CHECK(seen[0].target == "/items/1?x=y");
+  CHECK(seen[0].header("host") == "echo");
+  CHECK(seen[0].header("user-agent") == "h2-test");
+  CHECK(seen[1].header("transfer-encoding") == "chunked");
+  CHECK(seen[1].body == "chunked body");
+  CHECK(seen[2].header("content-length") == "11");
+  CHECK(seen[2].header("transfer-encoding").empty());
+  CHECK(seen[2].body == "sized body!");
+  // One after the other, the requests share one pooled HTTP/1.1 connection.
+  CHECK(v1.connections() == 1);
+  CHECK(v2.requests() == 0);
+}
+
+TEST_CASE("waypoint: h2UpgradePolicy UPGRADE sends HTTP/1.1 clients upstream as HTTP/2",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;
+  auto dr = echo_subsets();
+  dr["spec"]["trafficPolicy"] = json::parse(R"({"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}})");
+  w.routing["destinationRules"] = json::array({dr});
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"route": [{"destination": {"host": "echo", "subset": "v2"}}]}])"))});
+  H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  auto c = w.connect();
+  auto r = c.request("GET", "/up/1");
+  REQUIRE(r.status == 200);
+  CHECK(r.body == "v2 GET /up/1\n");
+  auto p = c.request("POST", "/up/2", {}, "a body");
+  REQUIRE(p.status == 200);
+  auto seen = v2.seen();
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].authority == "echo");
+  CHECK(seen[1].method == "POST");
+  CHECK(seen[1].body == "a body");
+  CHECK(v1.requests() == 0);
+}
+
+TEST_CASE("waypoint h2: useClientProtocol keeps HTTP/2 upstream on an unnamed port",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;
+  json dr = json::parse(R"({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+    "metadata": {"name": "echo", "namespace": "default"},
+    "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {"http": {"useClientProtocol": true}}}}})");
+  w.routing["destinationRules"] = json::array({dr});
+  H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  auto c = h2_connect(w);
+  for (int i = 0; i < 4; ++i) {
+    auto r = c.fetch("GET", "/c/" + std::to_string(i));
+    REQUIRE(r.status == 200);
+    CHECK(r.body.find(" GET /c/" + std::to_string(i)) != std::string::npos);
+  }
+  CHECK(v1.requests() + v2.requests() == 4);
+}
+
+// ---- grpc-timeout and the HTTP/2 request header timeout ----
+
+TEST_CASE("waypoint h2: a grpc-timeout header bounds the call with DEADLINE_EXCEEDED",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;
+  w.echo_app_protocol("grpc");
+  std::atomic<bool> release{false};
+  auto handler = [&](const H2Msg& q) {
+    H2Reply r;
+    if (q.path.rfind("/slow", 0) == 0) wait_until([&] { return release.load(); }, 20s, 10ms);
+    r.headers = {{"content-type", "application/grpc"}};
+    r.body = q.body;
+    r.trailers = {{"grpc-status", "0"}};
+    return r;
+  };
+  H2Backend v1(w.s.echo1, 8080, "v1", handler), v2(w.s.echo2, 8080, "v2", handler);
+  w.start();
+  auto c = h2_connect(w);
+  H2Fields deadline = kGrpc;
+  deadline.push_back({"grpc-timeout", "300m"});
+  auto g = c.fetch("POST", "/slow/Call", deadline, grpc_frame("x"));
+  CHECK(g.status == 200);
+  CHECK(g.header("grpc-status") == "4");  // DEADLINE_EXCEEDED
+  release = true;  // the backend's connection thread is free again
+  // The header goes on to the backend, and a call within its deadline is answered.
+  auto ok = c.fetch("POST", "/fast/Call", deadline, grpc_frame("y"));
+  CHECK(ok.status == 200);
+  CHECK(ok.trailer("grpc-status") == "0");
+  // A malformed grpc-timeout is ignored (no deadline), as Envoy does.
+  H2Fields bad = kGrpc;
+  bad.push_back({"grpc-timeout", "soon"});
+  CHECK(c.fetch("POST", "/fast/Call", bad, grpc_frame("z")).trailer("grpc-status") == "0");
+  auto m = w.metrics();
+  CHECK(metric_sum(m, "istio_requests_total", {{"reporter", "waypoint"}, {"response_flags", "DT"}}) == 1);
+  CHECK(metric_sum(m, "istio_requests_total", {{"reporter", "waypoint"}, {"grpc_response_status", "4"}}) == 1);
+}
+
+TEST_CASE("waypoint h2: an HTTP/1.1 request with grpc-timeout gets 408 when it expires", "[e2e][waypoint][h2]") {
+  WaypointMesh w;
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"route": [{"destination": {"host": "echo"}}], "timeout": "10s"}])"))});
+  std::atomic<bool> release{false};
+  auto slow = [&](const HttpReq&) {
+    HttpResp r;
+    wait_until([&] { return release.load(); }, 20s, 10ms);
+    r.body = "late";
+    return r;
+  };
+  HttpBackend v1(w.s.echo1, 8080, "v1", slow), v2(w.s.echo2, 8080, "v2", slow);
+  w.start();
+  auto c = w.connect();
+  // grpc-timeout (shorter than the 10s route timeout) bounds the request.
+  auto r = c.request("GET", "/x", {{"grpc-timeout", "200m"}});
+  CHECK(r.status == 408);
+  CHECK(r.body == "downstream duration timeout");
+  release = true;
+  auto d = w.connect();
+  auto r2 = d.request("GET", "/y", {{"grpc-timeout", "5S"}});
+  CHECK(r2.status == 200);
+}
+
+TEST_CASE("waypoint h2: a stream whose header block does not end times out with 408",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;  // requestHeadersTimeout 1s (the fixture's)
+  w.echo_app_protocol("http2");
+  H2Backend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  Fd fd = raw_connect(w);
+  // HEADERS without END_HEADERS and no CONTINUATION after it.
+  std::string out = preface_and_settings();
+  out += h2_frame(NGHTTP2_HEADERS, 0, 1, hpack_request("/stalled", "echo"));
+  REQUIRE(send_all(fd.get(), out.data(), out.size()));
+  // The waypoint answers stream 1 (HEADERS or RST_STREAM) or closes the connection.
+  bool answered = false;
+  std::string in;
+  char buf[4096];
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!answered && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) {
+      answered = true;
+      break;
+    }
+    in.append(buf, static_cast<size_t>(n));
+    while (in.size() >= 9) {
+      size_t len = (static_cast<uint8_t>(in[0]) << 16) | (static_cast<uint8_t>(in[1]) << 8) |
+                   static_cast<uint8_t>(in[2]);
+      if (in.size() < 9 + len) break;
+      uint8_t type = static_cast<uint8_t>(in[3]);
+      uint32_t sid = (static_cast<uint32_t>(static_cast<uint8_t>(in[5]) & 0x7f) << 24) |
+                     (static_cast<uint32_t>(static_cast<uint8_t>(in[6])) << 16) |
+                     (static_cast<uint32_t>(static_cast<uint8_t>(in[7])) << 8) |
+                     static_cast<uint8_t>(in[8]);
+      if ((type == NGHTTP2_HEADERS || type == NGHTTP2_RST_STREAM) && sid == 1) answered = true;
+      if (type == NGHTTP2_GOAWAY) answered = true;
+      in.erase(0, 9 + len);
+    }
+  }
+  CHECK(answered);
+  CHECK(v1.requests() + v2.requests() == 0);
+  bool logged = wait_until([&] {
+    return read_file(w.access_log()).find("\"response_code_details\":\"request_header_timeout\"") != std::string::npos;
+  }, 5s);
+  CHECK(logged);
+  auto c = h2_connect(w);
+  CHECK(c.fetch("GET", "/after").status == 200);
 }

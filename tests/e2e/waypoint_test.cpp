@@ -3,6 +3,9 @@
 // routes each HTTP/1.1 request (VirtualService, DestinationRule) and forwards
 // it over HBONE to the chosen pod through node-b.
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <set>
+#include <sstream>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -624,4 +627,187 @@ TEST_CASE("waypoint: a Gateway API HTTPRoute attached to the service routes rewr
   auto rest = spread(w, 40, 2);
   CHECK(rest["v1"] + rest["v2"] == 40);
   CHECK(v2.requests() >= 6);
+}
+
+TEST_CASE("waypoint: an AUDIT policy marks the access log entries it matches and counts them", "[e2e][waypoint]") {
+  WaypointMesh w;
+  w.s.m.add_policy(waypoint_policy("audit-admin", R"({"spec": {"action": "AUDIT", "rules": [
+      {"to": [{"operation": {"paths": ["/admin/*"]}}]}]}})"));
+  w.s.m.add_policy(waypoint_policy("deny-secret", R"({"spec": {"action": "DENY", "rules": [
+      {"to": [{"operation": {"paths": ["/admin/secret"]}}]}]}})"));
+  HttpBackend v1(w.s.echo1, 8080, "v1"), v2(w.s.echo2, 8080, "v2");
+  w.start();
+  auto c = w.connect();
+  CHECK(c.request("GET", "/admin/users").status == 200);   // audited, allowed
+  CHECK(c.request("GET", "/public").status == 200);        // not audited
+  CHECK(c.request("GET", "/admin/secret").status == 403);  // audited and denied
+  std::vector<json> lines;
+  CHECK(wait_until([&] {
+    lines.clear();
+    std::istringstream in(read_file(w.access_log()));
+    for (std::string l; std::getline(in, l);)
+      if (!l.empty()) lines.push_back(json::parse(l));
+    return lines.size() >= 3;
+  }, 5s));
+  REQUIRE(lines.size() == 3);
+  std::map<std::string, json> by_path;
+  for (auto& l : lines) by_path[l["path"].get<std::string>()] = l;
+  CHECK(by_path["/admin/users"].value("access_log_hint", false) == true);
+  CHECK(by_path["/admin/users"].value("audit_policy", "") == "default/audit-admin");
+  CHECK(by_path["/admin/secret"].value("access_log_hint", false) == true);
+  CHECK(by_path["/admin/secret"]["response_code"] == 403);
+  CHECK_FALSE(by_path["/public"].contains("access_log_hint"));
+  CHECK_FALSE(by_path["/public"].contains("audit_policy"));
+  auto m = w.metrics();
+  CHECK(metric_sum(m, "warren_waypoint_rbac_audit_total", {{"result", "logged"}}) == 2);
+  CHECK(metric_sum(m, "warren_waypoint_rbac_audit_total", {{"result", "not_logged"}}) == 1);
+}
+
+namespace {
+json pool_rule(const std::string& pool) {
+  json r = json::parse(R"({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+      "metadata": {"name": "echo", "namespace": "default"}, "spec": {"host": "echo"}})");
+  r["spec"]["trafficPolicy"] = json::parse(pool);
+  return r;
+}
+// The access log lines so far, once there are at least `n`.
+std::vector<json> access_lines(WaypointMesh& w, size_t n) {
+  std::vector<json> lines;
+  wait_until([&] {
+    lines.clear();
+    std::istringstream in(read_file(w.access_log()));
+    for (std::string l; std::getline(in, l);)
+      if (!l.empty()) lines.push_back(json::parse(l));
+    return lines.size() >= n;
+  }, 5s);
+  return lines;
+}
+}  // namespace
+
+TEST_CASE("waypoint: http1MaxPendingRequests queues requests for a free connection and overflows past it",
+          "[e2e][waypoint]") {
+  WaypointMesh w;
+  w.routing["destinationRules"] = json::array(
+      {pool_rule(R"({"connectionPool": {"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}})")});
+  auto slow = [](const HttpReq& req) {
+    HttpResp r;
+    if (req.target == "/hold") r.delay = std::chrono::milliseconds(1500);  // holds the one connection
+    r.body = "done " + req.target;
+    return r;
+  };
+  HttpBackend v1(w.s.echo1, 8080, "v1", slow), v2(w.s.echo2, 8080, "v2", slow);
+  w.start();
+  auto a = w.connect(), b = w.connect(), c = w.connect();
+  REQUIRE(a.send_raw("GET /hold HTTP/1.1\r\nhost: echo\r\n\r\n"));
+  REQUIRE(wait_until([&] { return v1.requests() + v2.requests() == 1; }, 5s));
+  REQUIRE(b.send_raw("GET /queued HTTP/1.1\r\nhost: echo\r\n\r\n"));
+  REQUIRE(c.send_raw("GET /queued HTTP/1.1\r\nhost: echo\r\n\r\n"));
+  // One of the two takes the one pending slot and waits for the connection;
+  // the other overflows (503 UO) at once.
+  auto rb = b.read_response(), rc = c.read_response();
+  std::multiset<int> got{rb.status, rc.status};
+  CHECK(got == std::multiset<int>{200, 503});
+  CHECK((rb.status == 200 ? rb : rc).body == "done /queued");
+  CHECK(a.read_response().status == 200);
+  CHECK(v1.requests() + v2.requests() == 2);  // the overflowed one never reached a pod
+  CHECK(metric_sum(w.metrics(), "istio_requests_total", {{"reporter", "waypoint"}, {"response_flags", "UO"}}) == 1);
+}
+
+TEST_CASE("waypoint: a request waiting for a connection times out with the route timeout", "[e2e][waypoint]") {
+  WaypointMesh w;
+  w.routing["destinationRules"] = json::array(
+      {pool_rule(R"({"connectionPool": {"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 10}}})")});
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"match": [{"uri": {"prefix": "/fast"}}], "route": [{"destination": {"host": "echo"}}], "timeout": "1s"},
+    {"route": [{"destination": {"host": "echo"}}]}])"))});
+  auto slow = [](const HttpReq& req) {
+    HttpResp r;
+    if (req.target == "/hold") r.delay = std::chrono::milliseconds(3000);
+    r.body = "done";
+    return r;
+  };
+  HttpBackend v1(w.s.echo1, 8080, "v1", slow), v2(w.s.echo2, 8080, "v2", slow);
+  w.start();
+  auto a = w.connect(), b = w.connect();
+  REQUIRE(a.send_raw("GET /hold HTTP/1.1\r\nhost: echo\r\n\r\n"));
+  REQUIRE(wait_until([&] { return v1.requests() + v2.requests() == 1; }, 5s));
+  auto rb = b.request("GET", "/fast/1");  // queued behind /hold, then the route timeout
+  CHECK(rb.status == 504);
+  CHECK(v1.requests() + v2.requests() == 1);  // it never reached a pod
+  CHECK(a.read_response().status == 200);
+  // The queue is empty again: the next request gets the connection.
+  CHECK(b.request("GET", "/fast/2").status == 200);
+  auto m = w.metrics();
+  CHECK(metric_sum(m, "istio_requests_total", {{"reporter", "waypoint"}, {"response_flags", "UT"}}) == 1);
+  CHECK(metric_sum(m, "istio_requests_total", {{"reporter", "waypoint"}, {"response_code", "200"}}) == 2);
+}
+
+TEST_CASE("waypoint: maxRetries holds a retry slot for the whole retry and refuses others past it",
+          "[e2e][waypoint]") {
+  WaypointMesh w;
+  w.routing["destinationRules"] = json::array({pool_rule(R"({"connectionPool": {"http": {"maxRetries": 1}}})")});
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"route": [{"destination": {"host": "echo"}}], "retries": {"attempts": 2, "retryOn": "5xx"}}])"))});
+  auto failing = [](const HttpReq&) {
+    HttpResp r;
+    r.status = 503;
+    r.delay = std::chrono::milliseconds(400);  // every attempt takes a while: retries overlap
+    r.body = "down";
+    return r;
+  };
+  HttpBackend v1(w.s.echo1, 8080, "v1", failing), v2(w.s.echo2, 8080, "v2", failing);
+  w.start();
+  auto a = w.connect(), b = w.connect();
+  REQUIRE(a.send_raw("GET /a HTTP/1.1\r\nhost: echo\r\n\r\n"));
+  REQUIRE(b.send_raw("GET /b HTTP/1.1\r\nhost: echo\r\n\r\n"));
+  CHECK(a.read_response().status == 503);
+  CHECK(b.read_response().status == 503);
+  auto lines = access_lines(w, 2);
+  REQUIRE(lines.size() == 2);
+  std::vector<int> attempts;
+  for (auto& l : lines) attempts.push_back(l["upstream_request_attempt_count"].get<int>());
+  std::sort(attempts.begin(), attempts.end());
+  // One request retried (holding the only retry slot through its retries);
+  // the other got its original 503 without a retry.
+  CHECK(attempts[0] == 1);
+  CHECK(attempts[1] == 3);
+  CHECK(v1.requests() + v2.requests() == 4);
+}
+
+TEST_CASE("waypoint: the L4 parts of its AuthorizationPolicies apply to opaque TCP", "[e2e][waypoint]") {
+  WaypointMesh w;
+  // Rule 1 has an HTTP-only field (left out on TCP); rule 2 is L4 only.
+  w.s.m.add_policy(waypoint_policy("allow-mixed", R"({"spec": {"rules": [
+      {"from": [{"source": {"namespaces": ["default"]}}], "to": [{"operation": {"methods": ["GET"]}}]},
+      {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"]}}],
+       "to": [{"operation": {"ports": ["80"]}}]}]}})"));
+  EchoServer e1(w.s.echo1, 8080), e2(w.s.echo2, 8080);
+  w.start();
+  // Binary bytes: not HTTP, so the waypoint carries them opaquely.
+  const std::string msg("\x00\x01\x02opaque\xff", 10);
+  auto echoed = [&] {
+    auto r = w.s.m.socks(w.s.client, w.s.vip, 80);
+    if (r.reply != 0) return false;
+    set_recv_timeout(r.fd.get(), 5s);
+    if (!send_all(r.fd.get(), msg.data(), msg.size())) return false;
+    std::string back(msg.size(), '\0');
+    return recv_exact(r.fd.get(), back.data(), back.size()) && back == msg;
+  };
+  CHECK(echoed());
+  // Only an HTTP rule names the client: no ALLOW rule matches the TCP stream.
+  w.s.m.clear_policies();
+  w.s.m.add_policy(waypoint_policy("allow-http", R"({"spec": {"rules": [
+      {"from": [{"source": {"namespaces": ["default"]}}], "to": [{"operation": {"methods": ["GET"]}}]}]}})"));
+  w.update_routing();
+  CHECK_FALSE(echoed());
+  // A DENY rule with an HTTP-only field denies more on TCP (the field is dropped).
+  w.s.m.clear_policies();
+  w.s.m.add_policy(waypoint_policy("deny-admin", R"({"spec": {"action": "DENY", "rules": [
+      {"from": [{"source": {"namespaces": ["default"]}}], "to": [{"operation": {"paths": ["/admin"]}}]}]}})"));
+  w.update_routing();
+  CHECK_FALSE(echoed());
+  auto m = w.metrics();
+  CHECK(metric_sum(m, "warren_waypoint_tcp_rbac_total", {{"result", "allowed"}}) == 1);
+  CHECK(metric_sum(m, "warren_waypoint_tcp_rbac_total", {{"result", "denied"}}) == 2);
+  CHECK(e1.accepted() + e2.accepted() == 1);
 }

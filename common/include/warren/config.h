@@ -193,6 +193,10 @@ struct ServicePort {
   uint16_t port = 0;
   uint16_t target_port = 0;  // 0: same as port
   std::string name;
+  // The Service port's appProtocol as written ("" when unset): with the name,
+  // what the port speaks (Istio's protocol selection; the waypoint picks the
+  // upstream HTTP version from it).
+  std::string app_protocol;
 };
 
 struct Service {

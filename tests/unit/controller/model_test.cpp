@@ -362,3 +362,15 @@ TEST_CASE("model: a mixed cluster gives a config warren-node accepts", "[control
   CHECK((*snap)->policies.size() == 1);
   CHECK((*snap)->namespaces.count("shop"));
 }
+
+TEST_CASE("model: a Service port's appProtocol is carried to the pushed service", "[controller][model]") {
+  Model m({});
+  m.upsert("test", pod("shop", "rpc-1", "10.1.0.1", {{"app", "rpc"}}));
+  m.upsert("test", service("shop", "rpc", "10.96.0.30", {{"app", "rpc"}},
+                           json::parse(R"([{"name": "api", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"},
+                                           {"name": "http-web", "port": 80, "targetPort": 8080}])")));
+  m.flush();
+  CHECK(res(m, "service/shop/rpc")["ports"] == json::parse(R"([
+    {"port": 9000, "targetPort": 9000, "name": "api", "appProtocol": "grpc"},
+    {"port": 80, "targetPort": 8080, "name": "http-web"}])"));
+}

@@ -372,3 +372,21 @@ TEST_CASE("config: the controller address may be IP:port or NAME:port") {
                           "a..b:1", "a_b:1", "a b:1", ".a:1", "a.:1"})
     CHECK_FALSE(config::parse_host_port(bad));
 }
+
+TEST_CASE("config: a service port's appProtocol is kept and round-trips") {
+  json d = base();
+  d["services"][0]["ports"].push_back({{"port", 9000}, {"name", "api"}, {"appProtocol", "grpc"}});
+  auto r = config::parse(d);
+  REQUIRE(r.ok());
+  const auto& ports = (*r)->services.at(0)->ports;
+  REQUIRE(ports.size() == 2);
+  CHECK(ports[0].app_protocol.empty());  // configs without it stay valid
+  CHECK(ports[1].app_protocol == "grpc");
+  json dumped = config::to_json(**r);
+  CHECK(dumped["services"][0]["ports"][1]["appProtocol"] == "grpc");
+  CHECK_FALSE(dumped["services"][0]["ports"][0].contains("appProtocol"));
+  d["services"][0]["ports"][1]["appProtocol"] = 7;
+  auto bad = errors_of(d);
+  REQUIRE(!bad.empty());
+  CHECK(bad[0].rfind("/services/0/ports/1/appProtocol", 0) == 0);
+}

@@ -181,15 +181,20 @@ TEST_CASE("authz: AUDIT flags and dry-run only reports", "[authz]") {
   auto d = a.evaluate(path("/pay").attrs());
   CHECK(d.kind == Decision::kAllow);
   CHECK(d.audit);
+  CHECK(d.audit_evaluated);
+  CHECK(d.audit_policy == "shop/audit");
   CHECK(d.dry_run.evaluated);
   CHECK(d.dry_run.would_deny);
   CHECK(d.dry_run.policy == "shop/dry");
   auto o = a.evaluate(path("/other").attrs());
   CHECK_FALSE(o.audit);
+  CHECK(o.audit_evaluated);  // the AUDIT policy applies, without matching (not logged)
+  CHECK(o.audit_policy.empty());
   CHECK_FALSE(o.dry_run.would_deny);
   auto dry_allow =
       build({pol("da", R"({"rules":[{"to":[{"operation":{"paths":["/ok"]}}]}]})", "shop", true)});
   auto x = dry_allow.evaluate(path("/nope").attrs());
+  CHECK_FALSE(x.audit_evaluated);  // no AUDIT policy
   CHECK(x.kind == Decision::kAllow);
   CHECK(x.dry_run.would_deny);
   CHECK_FALSE(dry_allow.evaluate(path("/ok").attrs()).dry_run.would_deny);
@@ -398,4 +403,41 @@ TEST_CASE("authz: istio string match", "[authz]") {
   CHECK_FALSE(istio_match("a*", "ba"));
   CHECK(istio_match("AbC", "abc", true));
   CHECK_FALSE(istio_match("AbC", "abc"));
+}
+
+TEST_CASE("authz: opaque TCP gets the L4 parts as Istio's TCP filter chain", "[authz]") {
+  auto tcp = [](Req q) {
+    RequestAttrs a = q.attrs();
+    a.tcp = true;
+    a.method = a.host = a.path = {};
+    a.headers = nullptr;
+    return a;
+  };
+  Req web;  // from ns web, port 9080
+  Req other;
+  other.ns = "other";
+  other.principal = "cluster.local/ns/other/sa/x";
+  // ALLOW: a rule with an HTTP-only field is left out on TCP; L4-only rules apply.
+  auto allow = build({pol("a", R"({"rules":[
+      {"from":[{"source":{"namespaces":["web"]}}],"to":[{"operation":{"methods":["GET"]}}]},
+      {"from":[{"source":{"namespaces":["other"]}}],"to":[{"operation":{"ports":["9080"]}}]}]})")});
+  CHECK(allow.evaluate(tcp(web)).kind == Decision::kDeny);     // only its HTTP rule named web
+  CHECK(allow.evaluate(web.attrs()).kind == Decision::kAllow);  // over HTTP it matches
+  CHECK(allow.evaluate(tcp(other)).kind == Decision::kAllow);
+  // DENY: HTTP-only fields are dropped, so the rule denies more.
+  auto deny = build({pol("d", R"({"action":"DENY","rules":[
+      {"from":[{"source":{"namespaces":["other"]}}],"to":[{"operation":{"paths":["/admin"]}}]}]})")});
+  CHECK(deny.evaluate(tcp(other)).kind == Decision::kDeny);
+  CHECK(deny.evaluate(tcp(web)).kind == Decision::kAllow);
+  CHECK(deny.evaluate(other.attrs()).kind == Decision::kAllow);  // HTTP: "/" is not /admin
+  auto deny_all = build({pol("d", R"({"action":"DENY","rules":[{"to":[{"operation":{"methods":["POST"]}}]}]})")});
+  CHECK(deny_all.evaluate(tcp(web)).kind == Decision::kDeny);
+  // Ports and IP blocks are L4: they still narrow a DENY.
+  auto deny_port = build({pol("d", R"({"action":"DENY","rules":[{"to":[{"operation":{"ports":["5432"]}}]}]})")});
+  CHECK(deny_port.evaluate(tcp(web)).kind == Decision::kAllow);
+  auto deny_ip = build({pol("d", R"({"action":"DENY","rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/24"]}}]}]})")});
+  CHECK(deny_ip.evaluate(tcp(web)).kind == Decision::kDeny);
+  // CUSTOM has no TCP form here: not applied.
+  auto custom = build({pol("c", R"({"action":"CUSTOM","provider":{"name":"ext"},"rules":[{}]})")});
+  CHECK(custom.evaluate(tcp(web)).kind == Decision::kAllow);
 }

@@ -218,3 +218,32 @@ TEST_CASE("destination rule: errors name the object and the JSON pointer", "[des
   CHECK(r.size() == 1);
   CHECK(r.has_rule_for("ratings.default.svc.cluster.local"));
 }
+
+TEST_CASE("destination rule: retryBudget at the traffic policy and subset levels", "[destination_rule]") {
+  auto r = rules({dr("reviews", "default", json::parse(R"({"host": "reviews",
+      "trafficPolicy": {"retryBudget": {"percent": {"value": 25}, "minRetryConcurrency": 5},
+                        "portLevelSettings": [{"port": {"number": 9080},
+                                               "connectionPool": {"http": {"maxRetries": 7}}}]},
+      "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                  {"name": "v2", "labels": {"version": "v2"}, "trafficPolicy": {"retryBudget": {"percent": 10}}}]})"))});
+  const auto& top = r.policy(kReviews, "", 80);
+  REQUIRE(top.retry_budget);
+  CHECK(top.retry_budget->percent == 25);
+  CHECK(top.retry_budget->min_retry_concurrency == 5);
+  // Port-level settings keep the budget (it has no port-level form).
+  const auto& port = r.policy(kReviews, "", 9080);
+  REQUIRE(port.retry_budget);
+  CHECK(port.retry_budget->percent == 25);
+  CHECK(port.pool.max_retries == 7);
+  CHECK(r.policy(kReviews, "v1", 80).retry_budget->percent == 25);
+  const auto& v2 = r.policy(kReviews, "v2", 80);
+  REQUIRE(v2.retry_budget);
+  CHECK(v2.retry_budget->percent == 10);
+  CHECK(v2.retry_budget->min_retry_concurrency == 3);  // Istio's default
+  CHECK_FALSE(rules({dr("reviews", "default", json::parse(R"({"host": "reviews"})"))})
+                  .policy(kReviews, "", 80).retry_budget);
+  CHECK(error_of(json::parse(R"({"host": "reviews", "trafficPolicy": {"retryBudget": {"percent": 120}}})"))
+            .find("/spec/trafficPolicy/retryBudget/percent: must be a number 0-100") != std::string::npos);
+  CHECK(error_of(json::parse(R"({"host": "reviews", "trafficPolicy": {"retryBudget": {"minRetryConcurrency": -1}}})"))
+            .find("/spec/trafficPolicy/retryBudget/minRetryConcurrency") != std::string::npos);
+}

@@ -128,3 +128,22 @@ TEST_CASE("h2 message: responses and trailers", "[h2_message]") {
   CHECK(*t == Headers{{"grpc-status", "0"}});
   CHECK_FALSE(trailers_from_h2({{":status", "200"}}).ok());
 }
+
+TEST_CASE("grpc: grpc-timeout values as Envoy reads them", "[grpc]") {
+  using std::chrono::milliseconds;
+  CHECK(parse_grpc_timeout("1S") == milliseconds(1000));
+  CHECK(parse_grpc_timeout("300m") == milliseconds(300));
+  CHECK(parse_grpc_timeout("2M") == milliseconds(120000));
+  CHECK(parse_grpc_timeout("1H") == milliseconds(3600000));
+  CHECK(parse_grpc_timeout("1500u") == milliseconds(2));  // rounded up
+  CHECK(parse_grpc_timeout("1n") == milliseconds(1));
+  CHECK(parse_grpc_timeout("0m") == milliseconds(0));
+  CHECK(parse_grpc_timeout("99999999S") == milliseconds(99999999000LL));
+  CHECK_FALSE(parse_grpc_timeout(""));
+  CHECK_FALSE(parse_grpc_timeout("S"));
+  CHECK_FALSE(parse_grpc_timeout("10"));
+  CHECK_FALSE(parse_grpc_timeout("10s"));  // units are case-sensitive: s is not a unit
+  CHECK_FALSE(parse_grpc_timeout("123456789S"));  // more than 8 digits
+  CHECK_FALSE(parse_grpc_timeout("-1S"));
+  CHECK_FALSE(parse_grpc_timeout("1 S"));
+}

@@ -237,3 +237,33 @@ TEST_CASE("resilience: maxEjectionPercent caps ejections", "[resilience]") {
   CHECK(half.ejected_count(t) == 0);
   CHECK_FALSE(half.ejected("ep0", t));
 }
+
+TEST_CASE("resilience: maxRetries and the retry budget limit concurrent retries", "[resilience]") {
+  ConnectionPoolLimits l;
+  CircuitBreaker none(l);
+  CHECK(none.retry_limit() == UINT32_MAX);  // Istio's default maxRetries
+  l.max_retries = 1;
+  CircuitBreaker cb(l);
+  CHECK(cb.admit_retry());
+  CHECK_FALSE(cb.admit_retry());  // one retry in flight: the second is refused
+  cb.release_retry();
+  CHECK(cb.admit_retry());
+  cb.release_retry();
+  // A retry budget replaces maxRetries: max(min concurrency, percent of active + pending).
+  RetryBudgetPolicy b;
+  b.percent = 50;
+  b.min_retry_concurrency = 2;
+  cb.set_retry_budget(b);
+  CHECK(cb.retry_limit() == 2);
+  for (int i = 0; i < 10; ++i) REQUIRE(cb.admit_request());
+  CHECK(cb.retry_limit() == 5);
+  REQUIRE(cb.admit_pending());
+  REQUIRE(cb.admit_pending());
+  CHECK(cb.retry_limit() == 6);
+  for (int i = 0; i < 6; ++i) CHECK(cb.admit_retry());
+  CHECK_FALSE(cb.admit_retry());
+  CHECK(cb.active_retries() == 6);
+  // Without it, maxRetries again.
+  cb.set_retry_budget(std::nullopt);
+  CHECK(cb.retry_limit() == 1);
+}

@@ -379,3 +379,15 @@ TEST_CASE("access log survives every byte value", "[telemetry]") {
   CHECK(p.substr(0, 128) == all.substr(0, 128));
   CHECK(p.size() == 128 + 128 * 3);
 }
+
+TEST_CASE("access log marks requests an AUDIT policy matched", "[telemetry]") {
+  RequestRecord r;
+  json plain = json::parse(access_log_json(r));
+  CHECK_FALSE(plain.contains("access_log_hint"));
+  CHECK_FALSE(plain.contains("audit_policy"));
+  r.audit = true;
+  r.audit_policy = "shop/audit-pay";
+  json j = json::parse(access_log_json(r));
+  CHECK(j["access_log_hint"] == true);
+  CHECK(j["audit_policy"] == "shop/audit-pay");
+}
