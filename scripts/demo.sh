@@ -7,7 +7,8 @@
 #                                 (network namespaces) with a warren-node each, and the
 #                                 example application as pods: mTLS and identities, an
 #                                 ALLOW policy, a DENY policy added as a file, a namespace
-#                                 enrolled at run time, metrics, where to look next; then
+#                                 enrolled at run time, metrics, a waypoint (HTTP routing
+#                                 and L7 policy), where to look next; then
 #                                 the mesh keeps running until Ctrl-C
 #                                 (tests/netns/demo_main.cpp, demo_tour.cpp)
 #   --exit                        clean up and exit right after the tour

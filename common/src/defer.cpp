@@ -42,6 +42,10 @@ Timer::~Timer() {
 
 void Timer::start(uint64_t ms, uint64_t repeat_ms, std::function<void()> fn) {
   impl_->fn = std::move(fn);
+  // libuv counts from the time cached when this loop iteration began: a
+  // timer started late in a busy iteration would fire up to that much early
+  // (a 100 ms fault delay answered in 90 ms). A clock read (vDSO) fixes it.
+  uv_update_time(impl_->t.loop);
   uv_timer_start(
       &impl_->t,
       [](uv_timer_t* t) {

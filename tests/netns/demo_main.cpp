@@ -8,7 +8,8 @@
 // controller mode (mesh.h, controller_mesh.h), and shows: the control plane
 // and the certificates it issued, traffic over mutual TLS with the
 // identities, the ALLOW policy, a DENY policy applied by adding a file,
-// a namespace enrolled at run time, the metrics, and where to look next.
+// a namespace enrolled at run time, the metrics, a waypoint routing and
+// authorizing the catalog's HTTP requests, and where to look next.
 // Every claim it prints is checked; a step that does not behave as claimed
 // ends the demo with exit code 1. Then the mesh keeps running until Ctrl-C
 // (or, with --exit, stops right away); everything is removed at the end, on

@@ -1,4 +1,4 @@
-// warren-demo's tour, steps 3 to 8 (demo_tour.h).
+// warren-demo's tour, steps 3 to 9 (demo_tour.h).
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "demo_tour.h"
+#include "local_manifest.h"  // the controller's own parser
 
 namespace warren::demo {
 
@@ -215,8 +216,153 @@ void Tour::step_metrics() {
   claim(connected == nodes_, "the controller holds a configuration stream to each node");
 }
 
+// http-get from a pod as the reader could type it; the parsed JSON line.
+static json http_get(netns::Cluster& c, const netns::PodInfo& slot, const std::string& prompt, const std::string& to,
+                     const std::string& path, const std::string& header = "", int count = 1) {
+  std::vector<std::string> argv{podtool_path(), "http-get", "--to", to, "--path", path, "--count",
+                                std::to_string(count), "--timeout-ms", "3000"};
+  std::string shown = "warren-podtool http-get --to " + to + " --path " + path;
+  if (!header.empty()) {
+    argv.insert(argv.end(), {"--header", header});
+    shown += " --header '" + header + "'";
+  }
+  if (count != 1) shown += " --count " + std::to_string(count);
+  if (!prompt.empty()) cmd(prompt, shown);
+  auto r = c.exec_in_pod(slot, argv);
+  auto j = netns::podtool_json(r.output);
+  if (!prompt.empty()) out(r.output, 2, 140);
+  return j.is_object() ? j : json{{"ok", false}, {"output", r.output}};
+}
+
+void Tour::step_waypoint() {
+  title("8. A waypoint: HTTP routing and L7 policy for the catalog");
+  auto& ctl = mesh_->controller();
+  const auto& fe = pod("frontend");
+  const auto& rv = pod("reviews");
+  const auto& catalog = service("catalog");
+  say("The nodes see connections; a waypoint (warren-waypoint) sees HTTP requests. Put in front of a");
+  say("Service, it gets the Service's traffic from the nodes over HBONE, routes each request and applies");
+  say("L7 policy. The catalog pods first switch from their echo server to HTTP/1.1:");
+  for (const char* name : {"catalog-v1", "catalog-v2"}) {
+    checkpoint();
+    const auto& p = pod(name);
+    servers_.erase(name);  // stops the echo server
+    std::string port = std::to_string(p.port);
+    cmd(p.prompt(), "warren-podtool http-serve --port " + port + " --name " + p.name +
+                        "   # answers \"<name> <method> <path>\", header x-backend: <name>");
+    auto s = c_->spawn_in_pod(*p.slot, {podtool_path(), "http-serve", "--port", port, "--name", p.name},
+                              "app-" + p.ns + "-" + p.name + "-http.log");
+    bool up = e2e::wait_until([&] { return contains(s->log(), "listening") || !s->alive(); }, 5s);
+    must(up && s->alive(), p.prompt() + "'s HTTP server", s->log());
+    servers_[name] = std::move(s);
+  }
+  // Before the waypoint: the node balances connections, one request each, over both versions.
+  std::set<std::string> before;
+  std::string seen;
+  for (int i = 0; i < 20 && before.size() < 2; i++) {
+    checkpoint();
+    auto r = http_get(*c_, *fe.slot, "", catalog.addr(), "/", "x-canary: yes");
+    seen += r.dump() + "\n";
+    for (auto& b : r.value("backends", json::array()))
+      if (b.is_string() && !b.get<std::string>().empty()) before.insert(b.get<std::string>());
+  }
+  claim(before.size() == 2, "without a waypoint \"x-canary: yes\" means nothing: the node balances over both versions",
+        seen);
+
+  say("");
+  std::string text = e2e::read_file(examples_ + "/" + kWaypointFile);
+  say("examples/mesh/" + std::string(kWaypointFile) + " holds the Istio and Gateway API objects, unchanged:");
+  auto objs = controller::parse_manifest(text, false);
+  must(objs.ok(), std::string(kWaypointFile) + ": " + (objs.ok() ? "" : objs.error().message));
+  for (auto& m : *objs) {
+    const json& o = m.obj;
+    json md = o.value("metadata", json::object());
+    json spec = o.value("spec", json::object());
+    std::string kind = str(o, "kind"), what = kind + " " + str(md, "namespace") + "/" + str(md, "name"), note;
+    if (kind == "Gateway") {
+      note = "gatewayClassName " + str(spec, "gatewayClassName") + ": the controller places a waypoint for it";
+    } else if (kind == "DestinationRule") {
+      for (auto& sub : spec.value("subsets", json::array())) note += (note.empty() ? "subsets " : ", ") + str(sub, "name");
+    } else if (kind == "VirtualService") {
+      note = std::to_string(spec.value("http", json::array()).size()) + " HTTP routes, first match wins";
+    } else if (kind == "AuthorizationPolicy") {
+      note = str(spec, "action", "ALLOW") + (spec.contains("targetRefs") ? ", per request at the waypoint (targetRefs)"
+                                                                         : ", per connection at the pods' node (selector)");
+    }
+    out(what + std::string(what.size() < 46 ? 46 - what.size() : 1, ' ') + "# " + note, 1, 160);
+  }
+  std::string name = fs::path(kWaypointFile).filename().string();
+  cmd("host", std::string("cp examples/mesh/") + kWaypointFile + " " + manifests() + "/");
+  ctl.write_manifest(name, text);
+  // The catalog Service opts in with a label (the live services.yaml, edited).
+  std::string svcs = ctl.read_manifest("services.yaml");
+  const std::string anchor = "  name: catalog\n  namespace: shop\n";
+  auto at = svcs.find(anchor);
+  must(at != std::string::npos, "services.yaml has the catalog Service (" + anchor + ")");
+  svcs.insert(at + anchor.size(), "  labels:\n    warren.io/use-waypoint: waypoint\n");
+  cmd("host", "$EDITOR " + manifests() + "/services.yaml   # the catalog Service gets a label:");
+  out("metadata:\n  name: catalog\n  namespace: shop\n  labels:\n    warren.io/use-waypoint: waypoint", 5);
+  auto t0 = Clock::now();
+  ctl.write_manifest("services.yaml", svcs);
+  bool placed = e2e::wait_until([&] { return !mesh_->waypoint("shop", "waypoint").is_null(); }, 10s) &&
+                mesh_->wait_waypoint_ready("shop", "waypoint", 15s);
+  must(placed, "the controller placed the waypoint", mesh_->waypoint_log("shop", "waypoint") + ctl.log());
+  json wp = mesh_->waypoint("shop", "waypoint");
+  auto dump = mesh_->waypoint_config_dump("shop", "waypoint");
+  std::string wp_id = dump.is_object() ? str(dump.value("waypoint", json::object()), "identity") : "";
+  if (auto l = last_line_with(ctl.log(), "waypoint"); !l.empty()) {
+    cmd("host", "grep waypoint $W/controller.log | tail -1");
+    out(W(log_msg(l)), 1, 140);
+  }
+  claim(!wp_id.empty(), "the controller started warren-waypoint for the Gateway (its --waypoint-launcher) in " +
+                            str(wp, "pod") + " " + str(wp, "ip") + ", identity " + wp_id);
+  // Routed through it once the nodes have the Service's waypoint.
+  bool through = e2e::wait_until([&] {
+    checkpoint();
+    return http_get(*c_, *fe.slot, "", catalog.addr(), "/admin")["statuses"] == json::array({403});
+  }, 10s, 100ms);
+  long took = ms_since(t0);
+  must(through, "the catalog's requests go through the waypoint", mesh_->waypoint_log("shop", "waypoint"));
+  claim(true, "the catalog's traffic goes through the waypoint " + std::to_string(took) +
+                  " ms after the files were written");
+
+  say("");
+  say("The frontend calls the catalog, in HTTP now:");
+  auto plain = http_get(*c_, *fe.slot, fe.prompt(), catalog.addr(), "/products", "", 4);
+  claim(plain["statuses"] == json::array({200, 200, 200, 200}) &&
+            plain["backends"] == json::array({"catalog-v1", "catalog-v1", "catalog-v1", "catalog-v1"}),
+        "every request to catalog-v1 (the VirtualService's default route)", plain.dump());
+  auto canary = http_get(*c_, *fe.slot, fe.prompt(), catalog.addr(), "/products", "x-canary: yes", 4);
+  claim(canary["backends"] == json::array({"catalog-v2", "catalog-v2", "catalog-v2", "catalog-v2"}),
+        "with \"x-canary: yes\" every request to catalog-v2: routed per request by a header", canary.dump());
+  auto admin = http_get(*c_, *fe.slot, fe.prompt(), catalog.addr(), "/admin");
+  claim(admin["statuses"] == json::array({403}) && admin["backends"] == json::array({""}),
+        "/admin is answered 403 by the waypoint (the L7 DENY); no catalog pod saw it", admin.dump());
+  auto other = http_get(*c_, *rv.slot, rv.prompt(), catalog.addr(), "/products");
+  claim(other["statuses"] == json::array({403}),
+        "reviews is refused with 403 too: \"only the frontend\" holds, checked per request at the waypoint",
+        other.dump());
+  std::string metrics = netns::http_get_in(str(wp, "netnsPath"), str(wp, "ip"), 15020, "/metrics");
+  auto samples = e2e::parse_metrics(metrics);
+  double ok = e2e::metric_sum(samples, "istio_requests_total", {{"reporter", "waypoint"}, {"response_code", "200"}});
+  double denied = e2e::metric_sum(samples, "istio_requests_total", {{"reporter", "waypoint"}, {"response_code", "403"}});
+  cmd("host", "nsenter --net=" + str(wp, "netnsPath") + " curl -s " + str(wp, "ip") +
+                  ":15020/metrics | grep ^istio_requests_total");
+  say("(labels shortened: source -> destination workload, response code, response flags, count)");
+  for (auto& m : samples) {
+    if (m.name != "istio_requests_total" || m.labels["reporter"] != "waypoint") continue;
+    std::ostringstream o;
+    o << m.labels["source_workload"] << " -> " << m.labels["destination_workload"] << "  "
+      << m.labels["response_code"] << "  flags=" << m.labels["response_flags"] << "  " << m.value;
+    out(o.str(), 1, 140);
+  }
+  claim(ok >= 8 && denied >= 3, "the waypoint counts requests (Istio's istio_requests_total, reporter=\"waypoint\"): " +
+                                    std::to_string(static_cast<long>(ok)) + " answered 200, " +
+                                    std::to_string(static_cast<long>(denied)) + " refused with 403");
+}
+
 void Tour::step_next() {
-  title("8. Where to look next");
+  title("9. Where to look next");
   auto& ctl = mesh_->controller();
   std::string N = netns::cli_path(), P = podtool_path();
   const auto& fe = pod("frontend");

@@ -205,6 +205,7 @@ void Tour::run() {
   step_deny();
   step_enroll();
   step_metrics();
+  step_waypoint();
   step_next();
   if (keep) wait_for_ctrl_c();
 }
@@ -214,12 +215,13 @@ void Tour::step_cluster() {
   load();
   netns::Topology t;
   t.nodes = nodes_;
-  t.pods_per_node = slots_;
+  t.pods_per_node = slots_ + 1;  // and a spare slot per node for waypoints (step 8)
   c_ = netns::Cluster::create(t);
   tag_ = c_->tag();
   say("Nodes and pods are Linux network namespaces (this machine's own network is never touched):");
   say(std::to_string(nodes_) + " nodes on a bridge, " + std::to_string(slots_) +
-      " pods each. The application is examples/mesh/pods.yaml; each pod runs an echo server:");
+      " pods each (and a spare slot for a waypoint). The application is examples/mesh/pods.yaml;");
+  say("each pod runs an echo server:");
   say("");
   for (auto& n : c_->nodes()) {
     std::string line = n.name + "  " + n.ip + "   ";
@@ -243,7 +245,7 @@ void Tour::step_cluster() {
   say("");
   say("This run's files (configs, logs, captures) are under W=" + c_->dir());
   say("Commands are shown as you could type them: [controller]$, [node-1]$, [shop/frontend]$ ... run");
-  say("in that network namespace (a pod's also in its cgroup), [host]$ on this machine; step 8 says how.");
+  say("in that network namespace (a pod's also in its cgroup), [host]$ on this machine; step 9 says how.");
 }
 
 void Tour::step_control_plane() {
@@ -254,6 +256,7 @@ void Tour::step_control_plane() {
   o.manifests_from = examples_;
   o.enrolled_namespaces.assign(enrolled_ns_.begin(), enrolled_ns_.end());  // whose pods get certificates
   o.start_nodes = false;
+  for (auto& n : c_->nodes()) o.waypoint_slots.push_back(c_->pod(n.index, slots_ + 1).name);  // step 8
   for (auto& [name, p] : pods_) {
     netns::PodSpec s;
     s.name = p.name;

@@ -23,6 +23,7 @@ namespace warren::demo {
 // The files of examples/mesh/extra the tour copies into the live directory.
 inline constexpr const char* kDenyFile = "extra/deny-frontend-to-reviews.yaml";
 inline constexpr const char* kEnrolledNamespaces = "extra/namespaces-legacy-enrolled.yaml";
+inline constexpr const char* kWaypointFile = "extra/waypoint.yaml";
 
 inline long ms_since(std::chrono::steady_clock::time_point t0) {
   auto d = std::chrono::steady_clock::now() - t0;
@@ -114,6 +115,7 @@ class Tour {
   void step_deny();
   void step_enroll();
   void step_metrics();
+  void step_waypoint();
   void step_next();
   void wait_for_ctrl_c();
 

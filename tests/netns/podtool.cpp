@@ -12,6 +12,7 @@
 //   rr --to IP:PORT [--rate R] [--seconds S] [--size B]
 //   tput --to IP:PORT [--seconds S] [--streams K]
 //   cps --to IP:PORT [--seconds S] [--concurrency C]
+//   http-serve --port P --name NAME [...], http-get --to IP:PORT [...]   (podtool_http.cpp)
 #include "podtool.h"
 
 #include <arpa/inet.h>

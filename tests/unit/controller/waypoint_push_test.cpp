@@ -309,7 +309,7 @@ TEST_CASE("examples/mesh/extra/waypoint.yaml is valid and makes routing resource
   ss << f.rdbuf();
   auto objs = controller::parse_manifest(ss.str(), false);
   REQUIRE(objs);
-  REQUIRE(objs->size() == 4);
+  REQUIRE(objs->size() == 6);
   controller::Model m({});
   for (auto& o : *objs) m.upsert("waypoint.yaml", o.obj);
   CHECK(m.rejected().empty());
