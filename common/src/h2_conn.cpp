@@ -34,6 +34,7 @@ void H2Conn::write_out(std::string&& data) {
 }
 
 H2Conn::~H2Conn() {
+  if (batched_) net::WriteBatch::remove(this);
   if (session_) nghttp2_session_del(session_);
   if (tcp_) tcp_->close();
 }
@@ -103,7 +104,13 @@ void H2Conn::init_session() {
 
 // ---- input ----
 
-void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) { receive(data, len); }
+void H2Conn::on_read(net::TcpConn*, const char* data, size_t len) {
+  // What the streams of this read write to other HTTP/2 connections (a
+  // waypoint's upstreams, or its downstream for responses) leaves in one
+  // write per connection when the read is done.
+  net::WriteBatch batch;
+  receive(data, len);
+}
 
 size_t H2Conn::receive(const char* data, size_t len) {
   if (closed_) return len;
@@ -208,6 +215,23 @@ void H2Conn::on_drain(net::TcpConn*) {
 // ---- output ----
 
 void H2Conn::flush() {
+  if (closed_ || in_recv_ || in_flush_) return;
+  if (tcp_ && net::WriteBatch::active()) {
+    if (!batched_) {
+      batched_ = true;
+      net::WriteBatch::add(this);
+    }
+    return;
+  }
+  flush_now();
+}
+
+void H2Conn::flush_batched() {
+  batched_ = false;
+  flush_now();
+}
+
+void H2Conn::flush_now() {
   if (closed_ || in_recv_ || in_flush_) return;
   in_flush_ = true;
   if (session_) {
@@ -569,13 +593,21 @@ void H2Conn::fail(const std::string& reason) {
                           nghttp2_session_get_last_proc_stream_id(session_),
                           NGHTTP2_PROTOCOL_ERROR, nullptr, 0);
     in_flush_ = false;
-    flush();
+    flush_now();
   }
   close(reason);
 }
 
 void H2Conn::close(const std::string& reason) {
   if (closed_) return;
+  // Frames a batched flush still holds (a last response, RST_STREAM,
+  // GOAWAY) go out before the socket closes.
+  if (batched_ && !in_recv_ && !in_flush_) {
+    batched_ = false;
+    net::WriteBatch::remove(this);
+    flush_now();
+    if (closed_) return;
+  }
   closed_ = true;
   ready_ = false;
   if (tls_ && !tls_->output().empty()) write_out(std::move(tls_->output()));

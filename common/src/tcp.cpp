@@ -17,6 +17,27 @@ constexpr size_t kReadBuf = 256 * 1024;
 thread_local char g_read_buf[kReadBuf];
 }  // namespace
 
+thread_local int WriteBatch::depth_ = 0;
+thread_local std::vector<WriteBatch::Flusher*> WriteBatch::pending_;
+
+void WriteBatch::remove(Flusher* f) {
+  for (auto& p : pending_)
+    if (p == f) p = nullptr;
+}
+
+void WriteBatch::run() {
+  // A flush may register more (a drain callback writing elsewhere): the
+  // scope stays open until nothing is left.
+  ++depth_;
+  for (size_t i = 0; i < pending_.size(); ++i)
+    if (Flusher* f = pending_[i]) {
+      pending_[i] = nullptr;
+      f->flush_batched();
+    }
+  pending_.clear();
+  --depth_;
+}
+
 struct TcpConn::WriteReq {
   uv_write_t req;
   std::string data;

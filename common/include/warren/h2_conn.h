@@ -55,7 +55,7 @@ struct H2Limits {
   size_t max_header_list = 64 << 10;
 };
 
-class H2Conn : public net::TcpConn::Handler {
+class H2Conn : public net::TcpConn::Handler, private net::WriteBatch::Flusher {
  public:
   class Owner {
    public:
@@ -135,7 +135,9 @@ class H2Conn : public net::TcpConn::Handler {
   // Close now (GOAWAY best effort) and report on_conn_close(reason).
   void close(const std::string& reason);
   void goaway();
-  // Writes everything nghttp2 wants to send to the socket.
+  // Writes everything nghttp2 wants to send to the socket: at once, or, with
+  // a socket and inside a read callback, once that callback returns
+  // (net::WriteBatch).
   void flush();
 
   // TcpConn::Handler
@@ -180,6 +182,8 @@ class H2Conn : public net::TcpConn::Handler {
   static ssize_t read_length_cb(nghttp2_session*, uint8_t type, int32_t sid, int32_t conn_window,
                                 int32_t stream_window, uint32_t max_frame, void* ud);
   void deliver_batch();
+  void flush_now();
+  void flush_batched() override;
   void submit_trailers_at_eof(int32_t sid, Stream* s, uint32_t* flags);
   void write_tls_out(bool force);
   static ssize_t read_cb(nghttp2_session*, int32_t sid, uint8_t* buf, size_t len,
@@ -213,6 +217,7 @@ class H2Conn : public net::TcpConn::Handler {
   bool in_flush_ = false;
   bool in_recv_ = false;
   bool write_blocked_ = false;
+  bool batched_ = false;  // registered with the current net::WriteBatch
 };
 
 }  // namespace warren::h2

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "warren/ip.h"
 #include "warren/result.h"
@@ -90,6 +91,37 @@ class TcpConn {
   bool shutdown_sent_ = false;
   bool shutdown_done_ = false;
   bool close_on_shutdown_ = false;
+};
+
+// Writes caused by one read are coalesced. While a scope is open (an HTTP/2
+// connection's read callback, h2::H2Conn::on_read; nestable), a connection
+// that would write registers a Flusher instead and writes once when the
+// outermost scope ends: N responses decoded from one read of an upstream
+// become one write to the downstream, not N. Outside a scope (timers,
+// connects, plaintext sockets) nothing is deferred.
+class WriteBatch {
+ public:
+  class Flusher {
+   public:
+    virtual ~Flusher() = default;
+    virtual void flush_batched() = 0;
+  };
+  WriteBatch() { ++depth_; }
+  ~WriteBatch() {
+    if (--depth_ == 0 && !pending_.empty()) run();
+  }
+  WriteBatch(const WriteBatch&) = delete;
+  WriteBatch& operator=(const WriteBatch&) = delete;
+  static bool active() { return depth_ > 0; }
+  // Registers f once (the caller keeps a flag); f runs when the scope ends.
+  static void add(Flusher* f) { pending_.push_back(f); }
+  // f is going away before the scope ends.
+  static void remove(Flusher* f);
+
+ private:
+  static void run();
+  static thread_local int depth_;
+  static thread_local std::vector<Flusher*> pending_;
 };
 
 // A listening socket; calls on_accept for each new connection.
