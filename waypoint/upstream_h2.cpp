@@ -20,6 +20,7 @@ h2::H2Limits inner_limits() {
 }
 constexpr uint32_t kMaxStreamsPerConn = 100;
 constexpr uint64_t kMaxRequestsPerConn = 10000;
+constexpr uint64_t kExtraIdleMs = 1000;
 }  // namespace
 
 // ---- one request ----
@@ -382,8 +383,10 @@ void H2UpstreamPool::idle(H2UpstreamConn* c) {
   size_t idle = 0;
   for (auto* o : it->second)
     if (o->load() == 0 && o->accepts()) ++idle;
-  if (idle > 1 || !c->accepts()) return c->close("idle");
-  c->idle_timer_.start(H2UpstreamConn::kIdleMs, 0, [c] {
+  if (!c->accepts()) return c->close("idle");
+  // One idle connection stays for kIdleMs; extra ones a burst opened linger
+  // a second, so the next burst reuses them instead of opening new tunnels.
+  c->idle_timer_.start(idle > 1 ? kExtraIdleMs : H2UpstreamConn::kIdleMs, 0, [c] {
     if (c->streams_.empty()) c->close("idle timeout");
   });
 }

@@ -150,8 +150,9 @@ class H2UpstreamPool {
   // connection (the caller answers 503 UO and abandons s).
   bool assign(H2UpstreamStream* s, const hbone::PoolKey& key, const std::string& authority,
               const std::string& forwarded_for, const std::shared_ptr<CircuitBreaker>& cb);
-  // A connection has no stream left: keeps one idle per endpoint (for
-  // H2UpstreamConn::kIdleMs), closes the rest.
+  // A connection has no stream left: one idle per endpoint stays for
+  // H2UpstreamConn::kIdleMs, the others for a second (a burst's extra
+  // connections serve the next burst), retired ones close now.
   void idle(H2UpstreamConn* c);
   void gone(H2UpstreamConn* c);
   void close_all();
