@@ -107,7 +107,9 @@ Result<void> App::Impl::start_auth() {
   co.kubeconfig = opts.kubeconfig;
   auto cluster = k8s::load_cluster_config(co);
   if (!cluster) return cluster.error().wrap("Kubernetes configuration");
-  auto src = k8s::KubernetesSource::create(loop, *cluster, {});
+  k8s::SourceOptions so;
+  so.mesh_config_namespace = opts.root_namespace;  // meshConfig: ConfigMap istio (mesh_config.h)
+  auto src = k8s::KubernetesSource::create(loop, *cluster, so);
   if (!src) return src.error();
   kube = std::move(*src);
   log_listener.next = kube->validation_listener();

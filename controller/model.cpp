@@ -72,6 +72,10 @@ void Model::upsert_checked(const std::string& origin, json obj) {
   if (kind == "Gateway" && obj.is_object() && obj.value("apiVersion", json()).is_string() &&
       obj["apiVersion"].get_ref<const std::string&>().rfind("networking.istio.io/", 0) == 0)
     kind = "Gateway (networking.istio.io)";
+  if (kind == "ConfigMap" && key.ns == m.opts.root_namespace && key.name == kMeshConfigMapName) {
+    upsert_mesh_config(origin, key, obj);
+    return;
+  }
   if (!kind.empty() && !is_known_kind(kind)) {
     if (m.unknown_kinds_logged.insert(kind).second)
       spdlog::info("model: ignoring objects of kind {} (first: {} from {})", kind, key.to_string(), origin);
@@ -134,11 +138,37 @@ void Model::upsert_checked(const std::string& origin, json obj) {
   if (m.listener) m.listener->accepted(key, origin);
 }
 
+void Model::upsert_mesh_config(const std::string& origin, const ObjectKey& key, const json& obj) {
+  Impl& m = *impl_;
+  Problems problems;
+  if (!obj.contains("metadata") || !obj["metadata"].is_object()) problems.push_back({"metadata", "is required"});
+  MeshConfigResult r = mesh_config_from_configmap(obj);
+  problems.insert(problems.end(), r.problems.begin(), r.problems.end());
+  if (!r.fatal) m.set_mesh_config(std::move(r.config));
+  if (!problems.empty()) {
+    // Fatal: the last good meshConfig stays; otherwise the good providers apply.
+    std::string msg = format_problems(origin, key, problems);
+    m.rejected[key] = msg;
+    spdlog::warn("rejected: {}", msg);
+    if (m.listener) m.listener->rejected(key, origin, msg);
+    if (r.fatal) return;
+  } else if (m.rejected.erase(key)) {
+    spdlog::info("model: {} from {} is valid again", key.to_string(), origin);
+  }
+  spdlog::info("model: meshConfig from {} ({}): {} extension provider(s)", key.to_string(), origin,
+               m.mesh_config.extension_providers.size());
+  if (problems.empty() && m.listener) m.listener->accepted(key, origin);
+}
+
+const MeshConfig& Model::mesh_config() const { return impl_->mesh_config; }
+
 void Model::remove(const ObjectKey& key) {
   Impl& m = *impl_;
   m.rejected.erase(key);
   std::string nk = key.ns + "/" + key.name;
-  if (key.kind == "Pod") {
+  if (key.kind == "ConfigMap") {
+    if (key.ns == m.opts.root_namespace && key.name == kMeshConfigMapName) m.set_mesh_config(MeshConfig{});
+  } else if (key.kind == "Pod") {
     m.set_pod(nk, nullptr);
   } else if (key.kind == "Service") {
     m.set_service(nk, nullptr);

@@ -36,6 +36,9 @@
 //                               → the routing resources waypoints receive
 //   Pod labelled gateway.networking.k8s.io/gateway-name (Running, with an
 //   IP)                         → also its waypoint block
+//   ConfigMap istio of the root namespace (meshConfig, mesh_config.h)
+//                               → extensionProviders in every waypoint
+//                                 block; other ConfigMaps are ignored
 //   Gateway (class warren-waypoint): decides which workloads use it (its
 //   for-service-account annotation); ServiceAccount, Node: validated and
 //   held. Istio's own Gateway
@@ -62,6 +65,7 @@
 #include <string>
 #include <vector>
 
+#include "mesh_config.h"
 #include "source.h"
 #include "translate.h"
 
@@ -146,9 +150,13 @@ class Model : public Sink {
   // a transform of ModelOptions depends on changed); only bodies that differ
   // are sent.
   void refresh_kind(const std::string& kind);
+  // meshConfig as read from the ConfigMap istio of the root namespace
+  // (mesh_config.h); empty without one.
+  const MeshConfig& mesh_config() const;
 
  private:
   void upsert_checked(const std::string& origin, nlohmann::json obj);
+  void upsert_mesh_config(const std::string& origin, const ObjectKey& key, const nlohmann::json& obj);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

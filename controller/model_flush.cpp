@@ -160,7 +160,7 @@ ResourcePtr Model::Impl::render(const std::string& id) {
     const PodInfo& p = *it->second;
     const std::string* gw = find_label(p.labels, kGatewayNameLabel);
     if (!gw || *gw != rest.substr(a + 1, b - a - 1)) return nullptr;
-    return std::make_shared<const json>(waypoint_block(p, *gw, p.ips.front()));
+    return std::make_shared<const json>(waypoint_block(p, *gw, p.ips.front(), mesh_config.extension_providers));
   }
   if (type == "policy" || type == "peerauth") {
     auto it = node_objects.find(id);

@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "mesh_config.h"
 #include "model.h"
 #include "translate.h"
 
@@ -82,6 +83,11 @@ struct Model::Impl {
   std::unordered_map<std::string, ResourcePtr> node_objects;
   // Validated and held for later translation (model.h), trimmed.
   std::map<ObjectKey, nlohmann::json> held;
+
+  // meshConfig from the ConfigMap istio of the root namespace (mesh_config.h);
+  // a change re-renders every waypoint block.
+  MeshConfig mesh_config;
+  void set_mesh_config(MeshConfig next);
 
   std::map<ObjectKey, std::string> rejected;
   std::set<std::string> unknown_kinds_logged;

@@ -78,6 +78,12 @@ void Model::Impl::mark_waypoint_block(const PodInfo& p) {
   if (const std::string* gw = find_label(p.labels, kGatewayNameLabel)) mark(waypoint_block_id(p.ns, *gw, p.name));
 }
 
+void Model::Impl::set_mesh_config(MeshConfig next) {
+  if (next == mesh_config) return;
+  mesh_config = std::move(next);
+  for (const auto& [key, p] : pods) mark_waypoint_block(*p);
+}
+
 void Model::Impl::set_pod(const std::string& key, std::unique_ptr<PodInfo> next) {
   auto it = pods.find(key);
   PodInfo* old = it == pods.end() ? nullptr : it->second.get();

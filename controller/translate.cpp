@@ -293,8 +293,11 @@ std::optional<WaypointGateway> waypoint_gateway(const json& obj) {
   return g;
 }
 
-json waypoint_block(const PodInfo& pod, const std::string& gateway, const std::string& address) {
-  return {{"name", gateway}, {"namespace", pod.ns}, {"serviceAccount", pod.service_account}, {"address", address}};
+json waypoint_block(const PodInfo& pod, const std::string& gateway, const std::string& address,
+                    const json& extension_providers) {
+  json b = {{"name", gateway}, {"namespace", pod.ns}, {"serviceAccount", pod.service_account}, {"address", address}};
+  if (extension_providers.is_array() && !extension_providers.empty()) b["extensionProviders"] = extension_providers;
+  return b;
 }
 
 }  // namespace warren::controller

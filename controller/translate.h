@@ -141,11 +141,15 @@ std::string routing_id(const std::string& kind, const std::string& ns, const std
 const char* routing_kind(std::string_view type);
 // waypoint/<ns>/<gateway>/<pod>: the block of a waypoint's own pod (label
 // gateway.networking.k8s.io/gateway-name): {name: <gateway>, namespace,
-// serviceAccount (the pod's: the waypoint's own identity), address (its first IP)}.
+// serviceAccount (the pod's: the waypoint's own identity), address (its first
+// IP), extensionProviders (when meshConfig has any)}.
 inline std::string waypoint_block_id(const std::string& ns, const std::string& gateway, const std::string& pod) {
   return "waypoint/" + ns + "/" + gateway + "/" + pod;
 }
-nlohmann::json waypoint_block(const PodInfo& pod, const std::string& gateway, const std::string& address);
+// With `extension_providers` non-empty (meshConfig.extensionProviders,
+// mesh_config.h), the block carries them as "extensionProviders".
+nlohmann::json waypoint_block(const PodInfo& pod, const std::string& gateway, const std::string& address,
+                              const nlohmann::json& extension_providers = nlohmann::json::array());
 
 // A Gateway of class warren-waypoint, as placement needs it (local
 // launcher, Kubernetes Deployment).

@@ -76,6 +76,13 @@ void ControllerSource::stop() {
 json ControllerSource::document(const json& block) const {
   json doc = json::object();
   doc["waypoint"] = block;
+  // meshConfig.extensionProviders come inside the block (the controller reads
+  // them from the ConfigMap istio); the document has them at the top level,
+  // where a waypoint's file has them.
+  if (auto ep = block.find("extensionProviders"); ep != block.end()) {
+    doc["extensionProviders"] = *ep;
+    doc["waypoint"].erase("extensionProviders");
+  }
   for (const char* a : {"virtualServices", "destinationRules", "httpRoutes", "requestAuthentications"})
     doc[a] = json::array();
   for (const auto& [id, obj] : routing_) doc[array_of(push::resource_kind(id))].push_back(obj);

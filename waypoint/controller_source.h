@@ -7,7 +7,9 @@
 // receives the node kinds (workloads, services, policies, peer
 // authentications, namespaces), the routing objects of its namespace and of
 // the root namespace, and its pod's waypoint block (name, namespace,
-// serviceAccount, address). Each message becomes a new State:
+// serviceAccount, address, and extensionProviders: meshConfig's, which the
+// document gets at its top level as a file has them). Each message becomes a
+// new State:
 //   - a node resource is parsed by config::SnapshotBuilder (warren-node's);
 //   - a routing object is compiled alone first (check_routing_object);
 // a resource that fails is nacked and its previous version stays in force,

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "mesh_config.h"
+
 namespace warren::controller::k8s {
 
 Result<std::unique_ptr<KubernetesSource>> KubernetesSource::create(uv_loop_t* loop,
@@ -49,6 +51,17 @@ void KubernetesSource::start(Sink* sink) {
     for (const auto& k : opts_.kinds) kinds.push_back(find_kind(k));
   }
   spdlog::info("kubernetes: watching {} kinds on {}", kinds.size(), client_->config().server);
+  if (!opts_.mesh_config_namespace.empty()) {
+    // meshConfig: the one ConfigMap, not every ConfigMap of the cluster.
+    WatchOptions wo = opts_.watch;
+    wo.ns = opts_.mesh_config_namespace;
+    wo.field_selector = std::string("metadata.name=") + kMeshConfigMapName;
+    KindWatcher::Hooks hooks;
+    hooks.sink = sink;
+    hooks.on_listed = [this] { on_kind_listed(); };
+    watchers_.push_back(std::make_unique<KindWatcher>(client_.get(), *find_kind("ConfigMap"), wo, hooks));
+    spdlog::info("kubernetes: meshConfig from ConfigMap {}/{}", wo.ns, kMeshConfigMapName);
+  }
   for (const KindInfo* k : kinds) {
     KindWatcher::Hooks hooks;
     hooks.sink = sink;

@@ -53,6 +53,9 @@ namespace warren::controller::k8s {
 struct SourceOptions {
   // Kinds to watch; empty = every kind of source.h kKinds.
   std::vector<std::string> kinds;
+  // Also watch the ConfigMap istio (meshConfig, mesh_config.h) of this
+  // namespace, alone (fieldSelector); empty: not watched.
+  std::string mesh_config_namespace;
   WatchOptions watch;
   bool leader_election = true;  // false: never lead, never write status
   LeaseOptions lease;

@@ -49,6 +49,12 @@ std::string KindWatcher::map_key(const nlohmann::json& obj) {
   return ns.empty() ? name : ns + "/" + name;
 }
 
+std::string KindWatcher::collection() const {
+  std::string p = collection_path(kind_, opts_.ns) + "?";
+  if (!opts_.field_selector.empty()) p += "fieldSelector=" + url_encode(opts_.field_selector) + "&";
+  return p;
+}
+
 // ---- list -------------------------------------------------------------------------------
 
 void KindWatcher::list_page(const std::string& cont) {
@@ -57,7 +63,7 @@ void KindWatcher::list_page(const std::string& cont) {
   if (cont.empty()) ++gen_;
   ++stats_.lists;
   HttpRequest req;
-  req.path = collection_path(kind_) + "?limit=" + std::to_string(opts_.page_size);
+  req.path = collection() + "limit=" + std::to_string(opts_.page_size);
   if (!cont.empty()) req.path += "&continue=" + url_encode(cont);
   call_ = client_->start(std::move(req), [this](Result<HttpResponse> r) {
     call_ = 0;
@@ -161,7 +167,7 @@ void KindWatcher::watch() {
   std::uniform_int_distribution<int> spread(0, std::max(0, opts_.watch_timeout_seconds - 1));
   int timeout_s = opts_.watch_timeout_seconds + spread(rng_);
   HttpRequest req;
-  req.path = collection_path(kind_) + "?watch=1&allowWatchBookmarks=true&resourceVersion=" +
+  req.path = collection() + "watch=1&allowWatchBookmarks=true&resourceVersion=" +
              url_encode(rv_) + "&timeoutSeconds=" + std::to_string(timeout_s);
   req.stream = true;
   // The server ends the watch after timeoutSeconds; a connection that goes

@@ -61,6 +61,10 @@ struct WatchOptions {
   std::chrono::milliseconds backoff_max{30'000};
   std::chrono::milliseconds absent_retry{60'000};  // relist period for a 404 kind
   std::chrono::milliseconds min_healthy_watch{1'000};
+  // Narrows the collection: one namespace (empty: all), and a fieldSelector
+  // ("metadata.name=istio"; empty: none).
+  std::string ns;
+  std::string field_selector;
 };
 
 struct WatcherStats {
@@ -122,6 +126,8 @@ class KindWatcher {
   std::chrono::milliseconds next_backoff();
   void arm(std::chrono::milliseconds delay, void (*fn)(uv_timer_t*));
   static std::string map_key(const nlohmann::json& obj);
+  // The collection's path with its selectors, ending in '?' or '&'.
+  std::string collection() const;
 
   Client* client_;
   const KindInfo& kind_;

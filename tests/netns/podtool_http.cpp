@@ -14,6 +14,10 @@
 //                          ("name: value\n" each, names lower-cased)
 //         --body-file F    the body is the content of F (application/json),
 //                          read at each request
+//         --require-header "NAME: VALUE"
+//                          a request without that header and value is
+//                          answered --fail-status (an ext-authz service
+//                          that allows on a header and denies otherwise)
 //   http-get --to IP:PORT [--path /p] [--header "name: value"] [--count N]
 //            [--timeout-ms T] [--method M] [--keepalive] [--concurrency C]
 //            [--summary] [--show-body] [--slow-ms S]
@@ -133,6 +137,7 @@ struct ServeOptions {
   long long delay_ms = 0;
   bool echo_headers = false;
   std::string body_file;
+  std::string require_name, require_value;  // --require-header
 };
 
 std::atomic<long long> g_requests{0};
@@ -167,6 +172,7 @@ void serve_conn(int fd, const ServeOptions& o) {
     int status = 200;
     if (o.fail_every > 0 && n % o.fail_every == 0) status = o.fail_status;
     if (file_exists(o.fail_while)) status = o.fail_status;
+    if (!o.require_name.empty() && header_of(head, o.require_name) != o.require_value) status = o.fail_status;
     std::string want = header_of(head, "x-status");
     if (!want.empty()) status = std::atoi(want.c_str());
     long long delay = o.delay_ms;
@@ -221,6 +227,12 @@ int cmd_http_serve(const Args& a) {
   o.delay_ms = a.num("delay-ms", 0);
   o.echo_headers = a.has("echo-headers");
   o.body_file = a.str("body-file");
+  if (std::string rh = a.str("require-header"); !rh.empty()) {
+    auto colon = rh.find(':');
+    if (colon == std::string::npos) fail("--require-header needs \"name: value\"");
+    o.require_name = lower(rh.substr(0, colon));
+    o.require_value = rh.substr(rh.find_first_not_of(' ', colon + 1) == std::string::npos ? rh.size() : rh.find_first_not_of(' ', colon + 1));
+  }
   int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

@@ -613,3 +613,109 @@ TEST_CASE("waypoint L7: gRPC through a placed waypoint keeps status codes and tr
         },
         3s));
 }
+
+TEST_CASE("waypoint L7: a CUSTOM policy asks the ext-authz provider of the istio ConfigMap") {
+  // node-1: pod-1-1 client, pod-1-2 the waypoint's slot; node-2: pod-2-1 the
+  // api backend (echoes the request headers it got), pod-2-2 the ext-authz
+  // service: it allows a request carrying x-user: alice and denies the rest
+  // with 401 and its own body and headers.
+  auto c = Cluster::create(topo(2, 2));
+  auto api_srv = http_serve(*c, c->pod(2, 1), "api", {"--echo-headers"});
+  auto authz = http_serve(*c, c->pod(2, 2), "ext-authz", {"--require-header", "x-user: alice", "--fail-status", "401"});
+  MeshOptions o;
+  o.controller = true;
+  o.waypoint_slots = {c->pod(1, 2).name};
+  o.pod_specs[c->pod(1, 1).name].labels = {{"app", "client"}};
+  o.pod_specs[c->pod(2, 1).name].labels = {{"app", "api"}};
+  o.pod_specs[c->pod(2, 2).name].labels = {{"app", "ext-authz"}};
+  Mesh mesh(*c, o);
+  auto& ctl = mesh.controller();
+
+  // /data is checked by the provider; /public is not.
+  json custom = waypoint_policy(
+      "ext-authz", {{"action", "CUSTOM"},
+                    {"provider", {{"name", "ext-authz"}}},
+                    {"rules", json::array({{{"to", json::array({{{"operation", {{"paths", {"/data"}}}}}})}}})}});
+  // The ext-authz Service is not behind the waypoint (no use-waypoint label).
+  json authz_svc = service_manifest("ext-authz", "default", "10.96.0.41", 8000, 8080, {{"app", "ext-authz"}});
+  place_waypoint(mesh, {gateway("waypoint"), service("api", "10.96.0.40", "api"), authz_svc, custom});
+  const PodInfo& client = c->pod(1, 1);
+  const std::string api = "10.96.0.40:80";
+  INFO("waypoint log (with its access log):\n" << mesh.waypoint_log("default", "waypoint"));
+
+  // No meshConfig yet: the provider is unknown, the request is denied.
+  CHECK(http_get(*c, client, api, "/data", {"--header", "x-user: alice"})["statuses"] == json::array({403}));
+  CHECK(http_get(*c, client, api, "/public")["statuses"] == json::array({200}));
+
+  // Istio's meshConfig, as Istio users write it: the ConfigMap istio of the
+  // root namespace. A second provider is broken: it is rejected alone.
+  ctl.write_manifest("45-istio-mesh.yaml", R"(apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |-
+    accessLogFile: /dev/stdout
+    extensionProviders:
+    - name: ext-authz
+      envoyExtAuthzHttp:
+        service: ext-authz.default.svc.cluster.local
+        port: 8000
+        timeout: 2s
+        pathPrefix: /check
+        includeRequestHeadersInCheck: ["x-user"]
+        headersToUpstreamOnAllow: ["x-backend"]
+        headersToDownstreamOnDeny: ["content-type", "x-backend"]
+    - name: broken
+      envoyExtAuthzHttp:
+        service: broken.default.svc.cluster.local
+)");
+  json r;
+  bool allowed = wait_until(
+      [&] {
+        r = http_get(*c, client, api, "/data", {"--header", "x-user: alice", "--show-body"});
+        return r["statuses"] == json::array({200});
+      },
+      10s, 200ms);
+  INFO("controller log:\n" << ctl.log() << "\nlast: " << r.dump() << "\next-authz log:\n" << authz->log());
+  REQUIRE(allowed);
+  // Allowed: the backend got the request, with the header the provider set
+  // on allow (x-backend: ext-authz, headersToUpstreamOnAllow).
+  CHECK(r["backends"] == json::array({"api"}));
+  std::string body = r["bodies"][0];
+  CHECK(body.find("x-backend: ext-authz") != std::string::npos);
+  CHECK(body.find("x-user: alice") != std::string::npos);
+  std::string rejected = ctl.get("/debug/rejected");
+  CHECK(rejected.find("ConfigMap istio-system/istio") != std::string::npos);
+  CHECK(rejected.find("extensionProviders[1].envoyExtAuthzHttp.port") != std::string::npos);
+
+  // Denied: the provider's status, body (it saw pathPrefix + the path) and
+  // the headers of headersToDownstreamOnDeny; the backend never sees it.
+  auto denied = http_get(*c, client, api, "/data", {"--header", "x-user: mallory", "--show-body"});
+  CHECK(denied["statuses"] == json::array({401}));
+  CHECK(denied["backends"] == json::array({"ext-authz"}));
+  CHECK(denied["bodies"][0].get<std::string>().find("ext-authz GET /check/data") == 0);
+  CHECK(http_get(*c, client, api, "/data")["statuses"] == json::array({401}));
+  CHECK(http_get(*c, client, api, "/public")["backends"] == json::array({"api"}));  // not checked
+  CHECK(http_get(*c, client, api, "/data", {"--header", "x-user: alice", "--count", "3", "--keepalive"})["statuses"] ==
+        json::array({200, 200, 200}));
+
+  // The provider goes down: fail closed, 403.
+  authz->stop();
+  CHECK(http_get(*c, client, api, "/data", {"--header", "x-user: alice"})["statuses"] == json::array({403}));
+  CHECK(http_get(*c, client, api, "/public")["statuses"] == json::array({200}));
+
+  // Back up, then the ConfigMap goes: the blocks are pushed again without
+  // the provider, which is unknown again (403 with the service up).
+  authz = http_serve(*c, c->pod(2, 2), "ext-authz", {"--require-header", "x-user: alice", "--fail-status", "401"});
+  CHECK(wait_until(
+      [&] { return http_get(*c, client, api, "/data", {"--header", "x-user: alice"})["statuses"] == json::array({200}); },
+      5s, 200ms));
+  ctl.remove_manifest("45-istio-mesh.yaml");
+  CHECK(wait_until([&] { return ctl.get("/debug/rejected").find("istio-system/istio") == std::string::npos; }, 5s));
+  CHECK(wait_until(
+      [&] { return http_get(*c, client, api, "/data", {"--header", "x-user: alice"})["statuses"] == json::array({403}); },
+      5s, 200ms));
+  CHECK(http_get(*c, client, api, "/data", {"--header", "x-user: mallory"})["statuses"] == json::array({403}));
+}

@@ -127,3 +127,46 @@ TEST_CASE("controller source: a waypoint block for another gateway is refused", 
   CHECK(rej.at("waypoint/shop/wp/wp-1").find("/waypoint/address") != std::string::npos);
   CHECK(f.src->state()->self.address.to_string() == "10.1.0.9");
 }
+
+TEST_CASE("controller source: extensionProviders of the waypoint block become providers of the State", "[waypoint][controller][ext_authz]") {
+  SourceFixture f;
+  json b = block();
+  b["extensionProviders"] = json::array(
+      {{{"name", "authz"},
+        {"envoyExtAuthzHttp",
+         {{"service", "authz.shop.svc.cluster.local"}, {"port", 8000}, {"timeout", "2s"}, {"pathPrefix", "/check"},
+          {"includeRequestHeadersInCheck", {"x-user"}}, {"headersToUpstreamOnAllow", {"x-auth-*"}},
+          {"headersToDownstreamOnDeny", {"content-type"}}, {"failOpen", false}}}}});
+  auto rej = f.apply(true, {{"waypoint/shop/wp/wp-1", b}});
+  CHECK(rej.empty());
+  REQUIRE(f.src->state());
+  const auto& st = *f.src->state();
+  REQUIRE(st.providers.count("authz"));
+  const auto& p = st.providers.at("authz");
+  CHECK(p.service == "authz.shop.svc.cluster.local");
+  CHECK(p.port == 8000);
+  CHECK(p.timeout == std::chrono::milliseconds(2000));
+  CHECK(p.path_prefix == "/check");
+  CHECK(p.include_request_headers == std::vector<std::string>{"x-user"});
+  CHECK(p.headers_to_upstream_on_allow == std::vector<std::string>{"x-auth-*"});
+  CHECK(p.headers_to_downstream_on_deny == std::vector<std::string>{"content-type"});
+  CHECK_FALSE(p.fail_open);
+  CHECK(st.source["extensionProviders"].size() == 1);
+
+  // A block without them: no providers (a change of meshConfig re-pushes the block).
+  rej = f.apply(false, {{"waypoint/shop/wp/wp-1", block()}});
+  CHECK(rej.empty());
+  CHECK(f.src->state()->providers.empty());
+
+  // A provider the waypoint cannot read refuses the block; the State in force stays.
+  json bad = block();
+  bad["extensionProviders"] = json::array({{{"name", "authz"}, {"envoyExtAuthzHttp", {{"service", "authz"}}}}});
+  b["address"] = "10.1.0.10";
+  rej = f.apply(false, {{"waypoint/shop/wp/wp-1", b}});
+  REQUIRE(f.src->state()->providers.count("authz"));
+  rej = f.apply(false, {{"waypoint/shop/wp/wp-1", bad}});
+  REQUIRE(rej.count("waypoint/shop/wp/wp-1"));
+  CHECK(rej["waypoint/shop/wp/wp-1"].find("/extensionProviders/0/envoyExtAuthzHttp/port") != std::string::npos);
+  CHECK(f.src->state()->providers.count("authz"));
+  CHECK(f.src->state()->self.address.to_string() == "10.1.0.10");
+}
