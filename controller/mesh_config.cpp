@@ -6,6 +6,7 @@
 #include <set>
 
 #include "warren/config.h"
+#include "warren/ext_authz_fields.h"
 
 namespace warren::controller {
 
@@ -45,20 +46,6 @@ constexpr const char* kIgnoredTypes[] = {"zipkin",          "lightstep",        
                                          "envoyHttpAls",    "envoyTcpAls",       "envoyOtelAls",
                                          "sds"};
 
-constexpr const char* kHttpFields[] = {"service",
-                                       "port",
-                                       "pathPrefix",
-                                       "timeout",
-                                       "failOpen",
-                                       "statusOnError",
-                                       "includeRequestHeadersInCheck",
-                                       "includeAdditionalHeadersInCheck",
-                                       "headersToUpstreamOnAllow",
-                                       "headersToDownstreamOnDeny",
-                                       "headersToDownstreamOnAllow",
-                                       "includeHeadersInCheck",
-                                       "includeRequestBodyInCheck",
-                                       "clearRouteCache"};
 
 }  // namespace
 
@@ -89,7 +76,7 @@ json check_extension_provider(const json& entry, const std::string& path, Proble
   json out = *h;
   const json& o = *h;
   for (auto it = o.begin(); it != o.end(); ++it)
-    if (std::none_of(std::begin(kHttpFields), std::end(kHttpFields), [&](const char* k) { return it.key() == k; }))
+    if (std::none_of(std::begin(kExtAuthzHttpFields), std::end(kExtAuthzHttpFields), [&](const char* k) { return it.key() == k; }))
       err(field_path(hp, it.key()), "unknown field");
   auto field = [&](const char* k) -> const json* {
     auto it = o.find(k);

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "authz.h"
+#include "warren/ext_authz_fields.h"
 
 namespace warren::waypoint {
 namespace {
@@ -92,21 +93,7 @@ Result<ExtAuthzProvider> parse_ext_authz_provider(const json& entry, const std::
       }
     };
     for (auto it = o.begin(); it != o.end(); ++it) {
-      static const char* kKnown[] = {"service",
-                                     "port",
-                                     "pathPrefix",
-                                     "timeout",
-                                     "failOpen",
-                                     "statusOnError",
-                                     "includeRequestHeadersInCheck",
-                                     "includeAdditionalHeadersInCheck",
-                                     "headersToUpstreamOnAllow",
-                                     "headersToDownstreamOnDeny",
-                                     "headersToDownstreamOnAllow",
-                                     "includeHeadersInCheck",
-                                     "includeRequestBodyInCheck",
-                                     "clearRouteCache"};
-      if (std::none_of(std::begin(kKnown), std::end(kKnown),
+      if (std::none_of(std::begin(kExtAuthzHttpFields), std::end(kExtAuthzHttpFields),
                        [&](const char* k) { return it.key() == k; }))
         err(hp + "/" + it.key(), "unknown field");
     }

@@ -116,6 +116,7 @@ class Session : public h2::StreamHandler, public Http1Handler {
   void route_request();           // after authentication and authorization
   void check_custom(const std::string& provider);
   void fire_mirrors();
+  RequestAttrs connection_attrs() const;
   RequestAttrs attrs(const std::string& service) const;
 
   void refuse(int status, const std::string& why);

@@ -121,15 +121,8 @@ void Session::start_opaque() {
   // L4 AuthorizationPolicy of the waypoint (Envoy's network RBAC filter on
   // the TCP chain): a deny closes the stream before any endpoint is dialled.
   if (state_->authz.size()) {
-    RequestAttrs a;
+    RequestAttrs a = connection_attrs();
     a.tcp = true;
-    std::string_view principal = src_identity_;
-    if (principal.rfind("spiffe://", 0) == 0) principal.remove_prefix(9);
-    a.source_principal = principal;
-    if (src_) a.source_namespace = src_->namespace_.str();
-    a.source_ip = src_ip_text_;
-    a.destination_ip = dst_ip_text_;
-    a.destination_port = authority_.port;
     service_key_ = target_.svc ? target_.svc->namespace_ + "/" + target_.svc->name : "";
     a.service = service_key_;
     Decision d = state_->authz.evaluate(a);
@@ -227,13 +220,9 @@ void Session::dispatch() {
   route_request();
 }
 
-RequestAttrs Session::attrs(const std::string& service) const {
-  const auto& e = *ex_;
+// What policy sees of the tunnel: the peer's identity and addresses.
+RequestAttrs Session::connection_attrs() const {
   RequestAttrs a;
-  a.method = e.head.method;
-  a.host = e.authority;
-  a.path = e.np.path;
-  a.headers = &e.head.headers;
   std::string_view principal = src_identity_;
   if (principal.rfind("spiffe://", 0) == 0) principal.remove_prefix(9);
   a.source_principal = principal;
@@ -241,6 +230,16 @@ RequestAttrs Session::attrs(const std::string& service) const {
   a.source_ip = src_ip_text_;
   a.destination_ip = dst_ip_text_;
   a.destination_port = authority_.port;
+  return a;
+}
+
+RequestAttrs Session::attrs(const std::string& service) const {
+  const auto& e = *ex_;
+  RequestAttrs a = connection_attrs();
+  a.method = e.head.method;
+  a.host = e.authority;
+  a.path = e.np.path;
+  a.headers = &e.head.headers;
   a.auth = e.authn.status == AuthnResult::kValid ? &e.authn.info : nullptr;
   a.service = service_key_ = service;
   return a;

@@ -6,10 +6,6 @@
 // connections inside one warren-podtool http-get. Root only.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/rsa.h>
 
 #include <fcntl.h>
 #include <sched.h>
@@ -22,6 +18,7 @@
 #include <thread>
 
 #include "e2e/h2_backend.h"
+#include "e2e/test_issuer.h"
 #include "harness.h"
 #include "mesh.h"
 #include "test_util.h"
@@ -358,53 +355,6 @@ TEST_CASE("waypoint L7: a circuit breaker trips with UO and outlier ejection let
   CHECK(count_of(back, "status_counts", "200") == 10);
 }
 
-namespace {
-// An RS256 key pair: the JWKS to serve and a signer (as tests/e2e/waypoint_test.cpp).
-struct TestIssuer {
-  EVP_PKEY* key = EVP_RSA_gen(2048);
-  ~TestIssuer() { EVP_PKEY_free(key); }
-  static std::string b64url(const unsigned char* p, size_t n) {
-    static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out;
-    for (size_t i = 0; i < n; i += 3) {
-      uint32_t v = p[i] << 16 | (i + 1 < n ? p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-      out += a[(v >> 18) & 63];
-      out += a[(v >> 12) & 63];
-      if (i + 1 < n) out += a[(v >> 6) & 63];
-      if (i + 2 < n) out += a[v & 63];
-    }
-    return out;
-  }
-  static std::string b64url(const std::string& s) {
-    return b64url(reinterpret_cast<const unsigned char*>(s.data()), s.size());
-  }
-  std::string bn(const char* name) const {
-    BIGNUM* b = nullptr;
-    EVP_PKEY_get_bn_param(key, name, &b);
-    std::string bytes(BN_num_bytes(b), '\0');
-    BN_bn2bin(b, reinterpret_cast<unsigned char*>(bytes.data()));
-    BN_free(b);
-    return b64url(bytes);
-  }
-  std::string jwks() const {
-    return json({{"keys", {{{"kty", "RSA"}, {"alg", "RS256"}, {"kid", "k1"}, {"n", bn("n")}, {"e", bn("e")}}}}}).dump();
-  }
-  std::string token(const json& claims) const {
-    std::string input = b64url(json({{"alg", "RS256"}, {"kid", "k1"}, {"typ", "JWT"}}).dump()) + "." +
-                        b64url(claims.dump());
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
-    size_t len = 0;
-    EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size());
-    std::string sig(len, '\0');
-    EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
-                   reinterpret_cast<const unsigned char*>(input.data()), input.size());
-    EVP_MD_CTX_free(ctx);
-    sig.resize(len);
-    return input + "." + b64url(sig);
-  }
-};
-}  // namespace
 
 TEST_CASE("waypoint L7: a JWT with keys from a jwksUri is required and accepted and its claims authorize") {
   // node-1: pod-1-1 client, pod-1-2 the waypoint's slot; node-2: pod-2-1 and
@@ -423,7 +373,7 @@ TEST_CASE("waypoint L7: a JWT with keys from a jwksUri is required and accepted 
 
   // The identity provider's JWKS, served over HTTP in the controller's netns
   // (the controller fetches it and pushes the keys to the waypoint inline).
-  TestIssuer iss;
+  warren::e2e::TestIssuer iss;
   std::string jwks_file = c->dir() + "/jwks.json";
   std::ofstream(jwks_file) << iss.jwks();
   warren::e2e::Process idp({nsexec_path(), "--netns", ctl.netns_path(), "--", podtool_path(), "http-serve", "--port",
@@ -460,7 +410,7 @@ TEST_CASE("waypoint L7: a JWT with keys from a jwksUri is required and accepted 
   std::string good = iss.token(claims("alice", "admins", now + 600));
   std::string wrong_group = iss.token(claims("bob", "users", now + 600));
   std::string expired = iss.token(claims("alice", "admins", now - 600));
-  TestIssuer other;  // right claims, a key the JWKS does not have
+  warren::e2e::TestIssuer other;  // right claims, a key the JWKS does not have
   std::string forged = other.token(claims("mallory", "admins", now + 600));
   auto bearer = [](const std::string& t) { return "authorization: Bearer " + t; };
 
