@@ -6,12 +6,13 @@ static char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); i++)
+namespace headers_detail {
+bool iequals_n(const char* a, const char* b, size_t n) {
+  for (size_t i = 0; i < n; i++)
     if (lower(a[i]) != lower(b[i])) return false;
   return true;
 }
+}  // namespace headers_detail
 
 bool istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
@@ -21,30 +22,6 @@ std::string to_lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = lower(c);
   return out;
-}
-
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
 }
 
 bool header_value(const Headers& h, std::string_view name, std::string& out) {

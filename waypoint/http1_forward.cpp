@@ -1,5 +1,6 @@
 #include "http1_forward.h"
 
+#include <charconv>
 #include <cstdio>
 
 namespace warren::waypoint {
@@ -36,25 +37,47 @@ Result<void> check_field(const Header& f) {
   return {};
 }
 
-Result<void> write_fields(std::string& out, const MessageHead& h, const ForwardOptions& o) {
+// Writes the fields of h (without hop-by-hop ones) and the framing lines to
+// `out`, or with out == nullptr only checks them and counts the bytes.
+Result<size_t> write_fields(std::string* out, const MessageHead& h, const ForwardOptions& o) {
+  size_t n = 0;
+  auto put = [&](std::string_view s) {
+    n += s.size();
+    if (out) out->append(s);
+  };
   for (const auto& f : h.headers) {
     if (is_hop_by_hop(h.headers, f, o)) continue;
-    if (auto r = check_field(f); !r) return r;
-    out += f.name;
-    out += ": ";
-    out += f.value;
-    out += "\r\n";
+    if (auto r = check_field(f); !r) return r.error();
+    put(f.name);
+    put(": ");
+    put(f.value);
+    put("\r\n");
   }
   if (o.framing == BodyFraming::kContentLength) {
-    out += "content-length: " + std::to_string(o.content_length) + "\r\n";
+    char len[24];
+    auto end = std::to_chars(len, len + sizeof len, o.content_length).ptr;
+    put("content-length: ");
+    put(std::string_view(len, static_cast<size_t>(end - len)));
+    put("\r\n");
   } else if (o.framing == BodyFraming::kChunked) {
-    out += "transfer-encoding: chunked\r\n";
+    put("transfer-encoding: chunked\r\n");
   }
   if (o.upgrade)
-    out += "connection: upgrade\r\n";
+    put("connection: upgrade\r\n");
   else if (!o.keep_alive)
-    out += "connection: close\r\n";
-  out += "\r\n";
+    put("connection: close\r\n");
+  put("\r\n");
+  return n;
+}
+
+Result<void> check_request_line(const MessageHead& h) {
+  for (unsigned char c : h.method)
+    if (!is_tchar(c)) return make_error(Errc::kInvalidArgument, "method is not a token");
+  if (h.method.empty() || h.target.empty())
+    return make_error(Errc::kInvalidArgument, "empty method or target");
+  for (unsigned char c : h.target)
+    if (c <= 0x20 || c == 0x7f)
+      return make_error(Errc::kInvalidArgument, "target has a space or control byte");
   return {};
 }
 
@@ -62,11 +85,28 @@ Result<void> write_fields(std::string& out, const MessageHead& h, const ForwardO
 
 bool is_hop_by_hop(const Headers& all, const Header& h, const ForwardOptions& o) {
   const std::string_view n = h.name;
-  if (iequals(n, "connection") || iequals(n, "keep-alive") || iequals(n, "proxy-connection") ||
-      iequals(n, "transfer-encoding") || iequals(n, "content-length"))
-    return true;
-  if (iequals(n, "te")) return !iequals(h.value, "trailers");
-  if (iequals(n, "upgrade")) return !o.upgrade;
+  switch (n.size()) {  // the fixed names, by length first (this runs per field per request)
+    case 2:
+      if (iequals(n, "te")) return !iequals(h.value, "trailers");
+      break;
+    case 7:
+      if (iequals(n, "upgrade")) return !o.upgrade;
+      break;
+    case 10:
+      if (iequals(n, "connection") || iequals(n, "keep-alive")) return true;
+      break;
+    case 14:
+      if (iequals(n, "content-length")) return true;
+      break;
+    case 16:
+      if (iequals(n, "proxy-connection")) return true;
+      break;
+    case 17:
+      if (iequals(n, "transfer-encoding")) return true;
+      break;
+    default:
+      break;
+  }
   if (o.strip_internal && istarts_with(n, "x-warren-")) return true;
   // A field named by Connection, except those the proxy itself vouches for:
   // `Connection: x-forwarded-for` must not strip what the proxy adds.
@@ -78,16 +118,22 @@ bool is_hop_by_hop(const Headers& all, const Header& h, const ForwardOptions& o)
 }
 
 Result<std::string> serialize_request_head(const MessageHead& h, const ForwardOptions& o) {
-  for (unsigned char c : h.method)
-    if (!is_tchar(c)) return make_error(Errc::kInvalidArgument, "method is not a token");
-  if (h.method.empty() || h.target.empty())
-    return make_error(Errc::kInvalidArgument, "empty method or target");
-  for (unsigned char c : h.target)
-    if (c <= 0x20 || c == 0x7f)
-      return make_error(Errc::kInvalidArgument, "target has a space or control byte");
-  std::string out = h.method + " " + h.target + " HTTP/1.1\r\n";
-  if (auto r = write_fields(out, h, o); !r) return r.error();
+  if (auto r = check_request_line(h); !r) return r.error();
+  std::string out;
+  out.reserve(512);
+  out += h.method;
+  out += ' ';
+  out += h.target;
+  out += " HTTP/1.1\r\n";
+  if (auto r = write_fields(&out, h, o); !r) return r.error();
   return out;
+}
+
+Result<size_t> request_head_size(const MessageHead& h, const ForwardOptions& o) {
+  if (auto r = check_request_line(h); !r) return r.error();
+  auto n = write_fields(nullptr, h, o);
+  if (!n) return n.error();
+  return h.method.size() + 1 + h.target.size() + sizeof(" HTTP/1.1\r\n") - 1 + *n;
 }
 
 Result<std::string> serialize_response_head(const MessageHead& h, const ForwardOptions& o) {
@@ -95,7 +141,7 @@ Result<std::string> serialize_response_head(const MessageHead& h, const ForwardO
   for (unsigned char c : h.reason)
     if (c < 0x20 && c != '\t') return make_error(Errc::kInvalidArgument, "control byte in reason");
   std::string out = "HTTP/1.1 " + std::to_string(h.status) + " " + h.reason + "\r\n";
-  if (auto r = write_fields(out, h, o); !r) return r.error();
+  if (auto r = write_fields(&out, h, o); !r) return r.error();
   return out;
 }
 

@@ -29,6 +29,9 @@ bool is_hop_by_hop(const Headers& all, const Header& h, const ForwardOptions& o)
 // "GET /x HTTP/1.1\r\n" + forwarded fields + framing + "\r\n". Refuses a
 // target or field that could not be written safely (CR, LF, NUL, bad name).
 Result<std::string> serialize_request_head(const MessageHead& h, const ForwardOptions& o);
+// The checks of serialize_request_head without writing: the size its bytes
+// would have (the request header bytes of a request sent over HTTP/2).
+Result<size_t> request_head_size(const MessageHead& h, const ForwardOptions& o);
 Result<std::string> serialize_response_head(const MessageHead& h, const ForwardOptions& o);
 
 // Chunked body pieces: "<hex>\r\n<data>\r\n"; the last chunk with trailers.

@@ -37,6 +37,7 @@
 #include "telemetry.h"
 #include "warren/defer.h"
 #include "warren/h2_conn.h"
+#include "warren/recycle.h"
 
 namespace warren::waypoint {
 
@@ -47,7 +48,7 @@ class H2Downstream;
 // Why an upstream attempt ended without a usable response.
 enum class UpFailure { kConnect, kReset, kRefused };
 
-class Session : public h2::StreamHandler, public Http1Handler {
+class Session : public h2::StreamHandler, public Http1Handler, public Recycled<Session> {
  public:
   Session(Proxy& p, h2::H2Conn* c, int32_t sid);
   // One stream of the inner HTTP/2 connection of `parent` (an HTTP/2 session).

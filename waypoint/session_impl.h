@@ -63,7 +63,7 @@ inline std::optional<SockAddr> forwarded_for(const h2::Headers& h) {
 }
 }  // namespace session_detail
 
-struct Session::Exchange {
+struct Session::Exchange : Recycled<Session::Exchange> {
   MessageHead head;
   NormalizedPath np;
   std::string host;  // destination service FQDN ("" for a pod)

@@ -342,13 +342,24 @@ void Session::route_request() {
   o.content_length = h.content_length;
   o.upgrade = h.upgrade;
   e.chunked_up = !e.up_h2 && o.framing == BodyFraming::kChunked;
-  auto bytes = serialize_request_head(fwd, o);
-  if (!bytes.ok()) {
-    e.down_keep_alive = false;
-    return local_reply(400, "bad request: " + bytes.error().message + "\n", "-", "invalid_header");
+  // An HTTP/1.1 upstream gets the serialised head; an HTTP/2 one the same
+  // checks (and the same request_header_bytes) without the serialising.
+  if (!e.up_h2) {
+    auto bytes = serialize_request_head(fwd, o);
+    if (!bytes.ok()) {
+      e.down_keep_alive = false;
+      return local_reply(400, "bad request: " + bytes.error().message + "\n", "-", "invalid_header");
+    }
+    e.fwd_head = std::move(*bytes);
+    e.rec.request_header_bytes = e.fwd_head.size();
+  } else {
+    auto size = request_head_size(fwd, o);
+    if (!size.ok()) {
+      e.down_keep_alive = false;
+      return local_reply(400, "bad request: " + size.error().message + "\n", "-", "invalid_header");
+    }
+    e.rec.request_header_bytes = *size;
   }
-  e.fwd_head = std::move(*bytes);
-  if (e.up_h2) e.fwd = fwd;
   // Mirrors: a copy of the request, sent once it is whole, answers dropped.
   if (route)
     for (const auto& m : route->mirrors)
@@ -356,7 +367,7 @@ void Session::route_request() {
         if (e.mirrors.empty()) e.mirror_head = fwd;
         e.mirrors.push_back(&m.dest);
       }
-  e.rec.request_header_bytes = e.fwd_head.size();
+  if (e.up_h2) e.fwd = std::move(fwd);
 
   // Chaos: abort or delay.
   if (route && route->fault) {

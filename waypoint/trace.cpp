@@ -83,7 +83,13 @@ std::string hex16(uint64_t v) {
 }
 
 std::string TraceId::hex() const {
-  return hex16(hi) + hex16(lo);
+  std::string s(32, '0');
+  uint64_t h = hi, l = lo;
+  for (size_t i = 16; i-- > 0; h >>= 4, l >>= 4) {
+    s[i] = kHex[h & 15];
+    s[i + 16] = kHex[l & 15];
+  }
+  return s;
 }
 
 std::optional<TraceContext> parse_traceparent(std::string_view v) {
@@ -256,7 +262,10 @@ void inject(Headers& h, const Span& span) {
     }
   } else if (span.incoming == TraceFormat::kB3Single) {
     std::string b3 = tid + "-" + span_id + "-" + (span.debug ? "d" : span.sampled ? "1" : "0");
-    if (span.parent_span_id) b3 += "-" + hex16(span.parent_span_id);
+    if (span.parent_span_id) {
+      b3 += '-';
+      b3 += hex16(span.parent_span_id);
+    }
     h.push_back({"b3", std::move(b3)});
   }
 }
@@ -265,9 +274,18 @@ std::string new_uuid_v4(Rng& rng) {
   uint64_t a = rng.next64(), b = rng.next64();
   a = (a & ~0xF000ULL) | 0x4000ULL;                  // version 4
   b = (b & ~(0xC000ULL << 48)) | (0x8000ULL << 48);  // variant 10xx
-  std::string s = hex16(a) + hex16(b);
-  return s.substr(0, 8) + "-" + s.substr(8, 4) + "-" + s.substr(12, 4) + "-" + s.substr(16, 4) +
-         "-" + s.substr(20);
+  // 8-4-4-4-12 hex digits, written in place.
+  std::string s(36, '-');
+  size_t at = 0;
+  auto put = [&](uint64_t v) {
+    for (int shift = 60; shift >= 0; shift -= 4) {
+      if (at == 8 || at == 13 || at == 18 || at == 23) ++at;
+      s[at++] = kHex[(v >> shift) & 0xF];
+    }
+  };
+  put(a);
+  put(b);
+  return s;
 }
 
 std::string ensure_request_id(Headers& h, Rng& rng) {

@@ -25,6 +25,7 @@
 #include "session.h"
 #include "upstream.h"
 #include "warren/defer.h"
+#include "warren/recycle.h"
 #include "warren/h2_conn.h"
 #include "warren/hbone_pool.h"
 
@@ -34,7 +35,7 @@ class H2UpstreamConn;
 class H2UpstreamPool;
 class CircuitBreaker;
 
-class H2UpstreamStream : public Leg, public h2::StreamHandler {
+class H2UpstreamStream : public Leg, public h2::StreamHandler, public Recycled<H2UpstreamStream> {
  public:
   // `head`: the request's HTTP/2 header list (h2_request_headers); with_body
   // false sends it with END_STREAM. A null owner drops the answer (mirrors).

@@ -33,6 +33,9 @@ RT_RATE = os.environ.get("BENCH_RT_RATE", "1") == "1"  # SCHED_FIFO during the l
 # comma-separated list of process names (warren-waypoint, warren-node-a, warren-node-b).
 _PROF = os.environ.get("BENCH_PROFILE", "0")
 PROFILE = [] if _PROF in ("", "0") else (["warren-waypoint"] if _PROF == "1" else _PROF.split(","))
+# perf's call-graph mode for BENCH_PROFILE: "fp" (frame pointers, default) or "dwarf" (attributes time in
+# libraries built without frame pointers, e.g. libc's malloc, to its callers; larger files).
+CALLGRAPH = os.environ.get("BENCH_CALLGRAPH", "fp")
 KEEP = os.environ.get("BENCH_KEEP", "0") == "1"
 # "http1.1" (default) or "h2": the client's protocol (h2c with prior knowledge, BENCH_STREAMS requests in
 # flight per connection at saturation; the backend answers both). HAProxy then speaks HTTP/2 on every hop
@@ -588,7 +591,8 @@ def probe(system, exe):
 def start_perf(pid, name):
     data = os.path.join(WORK, f"{name}.perf")
     secs = max(1.0, DUR - 1.5)
-    cmd = ["perf", "record", "-q", "-F", "2999", "-g", "-o", data, "-p", str(pid), "--", "sleep", str(secs)]
+    freq = "2999" if CALLGRAPH == "fp" else "1499"
+    cmd = ["perf", "record", "-q", "-F", freq, "--call-graph", CALLGRAPH, "-o", data, "-p", str(pid), "--", "sleep", str(secs)]
     return data, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -28,12 +28,13 @@ struct Timer::Impl {
   std::function<void()> fn;
 };
 
-Timer::Timer(uv_loop_t* loop) : impl_(new Impl) {
-  uv_timer_init(loop, &impl_->t);
-  impl_->t.data = impl_;
-}
+// The handle is made on first start(): objects holding several timers of
+// which most never run (a waypoint's per-request Session has five) then cost
+// neither an allocation nor a handle to close.
+Timer::Timer(uv_loop_t* loop) : loop_(loop) {}
 
 Timer::~Timer() {
+  if (!impl_) return;
   uv_timer_stop(&impl_->t);
   impl_->fn = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(&impl_->t),
@@ -41,6 +42,11 @@ Timer::~Timer() {
 }
 
 void Timer::start(uint64_t ms, uint64_t repeat_ms, std::function<void()> fn) {
+  if (!impl_) {
+    impl_ = new Impl;
+    uv_timer_init(loop_, &impl_->t);
+    impl_->t.data = impl_;
+  }
   impl_->fn = std::move(fn);
   // libuv counts from the time cached when this loop iteration began: a
   // timer started late in a busy iteration would fire up to that much early
@@ -58,6 +64,8 @@ void Timer::start(uint64_t ms, uint64_t repeat_ms, std::function<void()> fn) {
       ms, repeat_ms);
 }
 
-void Timer::stop() { uv_timer_stop(&impl_->t); }
+void Timer::stop() {
+  if (impl_) uv_timer_stop(&impl_->t);
+}
 
 }  // namespace warren

@@ -216,7 +216,10 @@ void H2Conn::on_drain(net::TcpConn*) {
 
 void H2Conn::flush() {
   if (closed_ || in_recv_ || in_flush_) return;
-  if (tcp_ && net::WriteBatch::active()) {
+  // Connections on a socket, and connections carried inside another stream
+  // (a waypoint's inner HTTP/2 server and clients), hold their frames until
+  // the read that caused them is done: one write per connection per read.
+  if ((tcp_ || output_) && net::WriteBatch::active()) {
     if (!batched_) {
       batched_ = true;
       net::WriteBatch::add(this);

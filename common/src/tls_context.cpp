@@ -196,6 +196,8 @@ bool check_peer_identity(SSL* ssl, const std::string& expected_spiffe_id) {
   return id.ok() && *id == expected_spiffe_id;
 }
 
+void keep_record_buffers(SSL_CTX* c) { SSL_CTX_clear_mode(c, SSL_MODE_RELEASE_BUFFERS); }
+
 bool negotiated_h2(SSL* ssl) {
   const unsigned char* proto = nullptr;
   unsigned int len = 0;

@@ -22,7 +22,8 @@ class Timer {
 
  private:
   struct Impl;
-  Impl* impl_;
+  uv_loop_t* loop_;
+  Impl* impl_ = nullptr;
 };
 
 inline uint64_t now_ms(uv_loop_t* loop) { return uv_now(loop); }
