@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git clang lld
   libssl-dev libnghttp2-dev libuv1-dev nlohmann-json3-dev libyaml-cpp-dev
   libspdlog-dev libfmt-dev libcli11-dev libhttp-parser-dev libre2-dev
-  catch2 libbenchmark-dev
+  catch2 libbenchmark-dev libgoogle-perftools-dev
   libbpf-dev linux-libc-dev bpftool libcurl4-openssl-dev
   python3 curl openssl iproute2 procps psmisc util-linux tcpdump iputils-ping
   prometheus nghttp2-client
