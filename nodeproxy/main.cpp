@@ -7,7 +7,9 @@
 
 #include "loader.h"
 #include "node.h"
+#include "warren/h2_conn.h"
 #include "warren/log.h"
+#include "warren/tcp.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -76,6 +78,8 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
+  warren::net::WriteBatch::per_iteration(loop);  // one write per HTTP/2 connection per loop iteration
+  warren::h2::H2Conn::keep_tls_buffers_while_busy(loop);
   warren::node::Node node(loop, opts);
   auto r = node.start();
   if (!r.ok()) {

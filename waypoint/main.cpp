@@ -6,7 +6,9 @@
 #include <cstdlib>
 
 #include "proxy.h"
+#include "warren/h2_conn.h"
 #include "warren/log.h"
+#include "warren/tcp.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -80,6 +82,8 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
+  warren::net::WriteBatch::per_iteration(loop);  // one write per HTTP/2 connection per loop iteration
+  warren::h2::H2Conn::keep_tls_buffers_while_busy(loop);
   warren::waypoint::Proxy proxy(loop, opts);
   if (auto r = proxy.start(); !r.ok()) {
     spdlog::error("warren-waypoint failed to start: {}", r.error().message);

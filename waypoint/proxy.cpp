@@ -66,8 +66,6 @@ Result<void> Proxy::load_certs(const config::Snapshot& mesh, const std::string& 
   if (!s.ok()) return s.error();
   auto c = tls::make_client_ctx(*id, store_.root_ptrs());
   if (!c.ok()) return c.error();
-  tls::keep_record_buffers(s->get());
-  tls::keep_record_buffers(c->get());
   server_ctx_ = std::move(*s);
   client_ctx_ = std::move(*c);
   return {};
@@ -182,8 +180,6 @@ void Proxy::refresh_tls() {
                   (!s.ok() ? s.error() : c.error()).message);
     return;
   }
-  tls::keep_record_buffers(s->get());
-  tls::keep_record_buffers(c->get());
   server_ctx_ = std::move(*s);
   client_ctx_ = std::move(*c);
   if (listener_) return;

@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/ssl.h>
+
 #include <cstring>
+#include <vector>
 
 #include "warren/buffer_pool.h"
 
@@ -14,9 +17,37 @@ const std::string* find_header(const Headers& h, std::string_view name) {
   return nullptr;
 }
 
+namespace {
+// keep_tls_buffers_while_busy: this thread's TLS connections, swept for idle buffers.
+thread_local bool tls_sweep_on = false;
+thread_local std::vector<H2Conn*> tls_swept;
+}  // namespace
+
+void H2Conn::keep_tls_buffers_while_busy(uv_loop_t* loop) {
+  if (tls_sweep_on) return;
+  tls_sweep_on = true;
+  auto* t = new uv_timer_t;  // lives as long as the loop (the process)
+  uv_timer_init(loop, t);
+  uv_timer_start(t, [](uv_timer_t*) { sweep_tls_buffers(); }, kTlsSweepMs, kTlsSweepMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(t));
+}
+
+void H2Conn::sweep_tls_buffers() {
+  for (H2Conn* c : tls_swept) {
+    // SSL_free_buffers leaves buffers that still hold data; they go next time.
+    if (!c->tls_active_ && c->tls_) SSL_free_buffers(c->tls_->ssl());
+    c->tls_active_ = false;
+  }
+}
+
 H2Conn::H2Conn(net::TcpConn* tcp, SSL_CTX* ctx, bool server, Owner* owner, H2Limits limits)
     : tcp_(tcp), server_(server), owner_(owner), limits_(limits) {
   if (ctx) tls_ = std::make_unique<tls::Session>(ctx, server);
+  if (tls_ && tls_sweep_on) {
+    SSL_clear_mode(tls_->ssl(), SSL_MODE_RELEASE_BUFFERS);
+    tls_swept.push_back(this);
+    tls_swept_ = true;
+  }
   if (tcp_) {
     tcp_->set_handler(this);
     tcp_->set_nodelay(true);
@@ -35,6 +66,7 @@ void H2Conn::write_out(std::string&& data) {
 
 H2Conn::~H2Conn() {
   if (batched_) net::WriteBatch::remove(this);
+  if (tls_swept_) std::erase(tls_swept, this);
   if (session_) nghttp2_session_del(session_);
   if (tcp_) tcp_->close();
 }
@@ -174,6 +206,7 @@ void H2Conn::process_input() {
   // once: DATA chunks then point into this buffer, and handlers may write
   // them straight to their sockets at on_data_batch_end (before it is reused).
   static thread_local char buf[256 * 1024];
+  tls_active_ = true;
   for (;;) {
     size_t have = 0;
     tls::Status st = tls::Status::kOk;
@@ -255,6 +288,7 @@ void H2Conn::flush_now() {
     }
     plain_.clear();
   }
+  if (tls_ && !tls_->output().empty()) tls_active_ = true;
   write_tls_out(true);
   in_flush_ = false;
   if (closed_) return;
@@ -553,6 +587,10 @@ void H2Conn::consume(int32_t sid, size_t n) {
 }
 
 void H2Conn::reset_stream(int32_t sid, uint32_t code) {
+  if (closed_ || !stream(sid)) return;
+  // Frames held for a batched write go first: nghttp2 would drop a response
+  // HEADERS still queued for a stream it is resetting (a 503 then the reset).
+  if (batched_) flush_now();
   if (closed_ || !stream(sid)) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, sid, code);
   flush();

@@ -38,6 +38,20 @@ void WriteBatch::run() {
   --depth_;
 }
 
+void WriteBatch::per_iteration(uv_loop_t* loop) {
+  // Never freed: they live as long as the loop, which lives as long as the process.
+  auto* prepare = new uv_prepare_t;
+  auto* check = new uv_check_t;
+  uv_prepare_init(loop, prepare);
+  uv_check_init(loop, check);
+  uv_prepare_start(prepare, [](uv_prepare_t*) { ++depth_; });
+  uv_check_start(check, [](uv_check_t*) {
+    if (depth_ > 0 && --depth_ == 0 && !pending_.empty()) run();
+  });
+  uv_unref(reinterpret_cast<uv_handle_t*>(prepare));
+  uv_unref(reinterpret_cast<uv_handle_t*>(check));
+}
+
 struct TcpConn::WriteReq {
   uv_write_t req;
   std::string data;

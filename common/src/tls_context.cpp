@@ -95,7 +95,8 @@ Result<SslCtxPtr> base_ctx(const SSL_METHOD* method, const certs::Identity* id,
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   // Record buffers (about 34 KB per connection) are freed while a
   // connection is idle: a node holds thousands of idle tunnels, the
-  // controller one connection per node.
+  // controller one connection per node. warren-node and warren-waypoint
+  // keep them on busy connections instead (H2Conn::keep_tls_buffers_while_busy).
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_num_tickets(c, 0);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
@@ -195,8 +196,6 @@ bool check_peer_identity(SSL* ssl, const std::string& expected_spiffe_id) {
   auto id = peer_spiffe_id(ssl);
   return id.ok() && *id == expected_spiffe_id;
 }
-
-void keep_record_buffers(SSL_CTX* c) { SSL_CTX_clear_mode(c, SSL_MODE_RELEASE_BUFFERS); }
 
 bool negotiated_h2(SSL* ssl) {
   const unsigned char* proto = nullptr;

@@ -147,6 +147,18 @@ class H2Conn : public net::TcpConn::Handler, private net::WriteBatch::Flusher {
   void on_drain(net::TcpConn* c) override;
 
   net::TcpConn* tcp() { return tcp_; }
+
+  // OpenSSL's record buffers (about 34 KB a connection) are released after
+  // every TLS read and write by default (SSL_MODE_RELEASE_BUFFERS, set in
+  // tls_context.cpp for processes holding many idle tunnels), which costs a
+  // 16 KB malloc and free per record on a busy connection. After this call
+  // (once, on the loop's thread: warren-node's and warren-waypoint's mains)
+  // TLS connections made on this thread keep them while busy, and a sweep
+  // every kTlsSweepMs releases those of connections without traffic since
+  // the previous sweep. The timer is unreferenced: it keeps no loop alive.
+  static void keep_tls_buffers_while_busy(uv_loop_t* loop);
+  static constexpr uint64_t kTlsSweepMs = 2000;
+
   uint64_t last_activity_ms = 0;
   bool ping_outstanding = false;
 
@@ -218,6 +230,9 @@ class H2Conn : public net::TcpConn::Handler, private net::WriteBatch::Flusher {
   bool in_recv_ = false;
   bool write_blocked_ = false;
   bool batched_ = false;  // registered with the current net::WriteBatch
+  bool tls_swept_ = false;   // in the thread's idle-buffer sweep (keep_tls_buffers_while_busy)
+  bool tls_active_ = false;  // TLS traffic since the last sweep
+  static void sweep_tls_buffers();
 };
 
 }  // namespace warren::h2

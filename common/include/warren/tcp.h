@@ -99,6 +99,14 @@ class TcpConn {
 // outermost scope ends: N responses decoded from one read of an upstream
 // become one write to the downstream, not N. Outside a scope (timers,
 // connects, plaintext sockets) nothing is deferred.
+//
+// per_iteration(loop) widens the scope to the I/O phase of every iteration
+// of that loop: a scope opens just before libuv polls (uv_prepare) and ends
+// right after the poll's callbacks have run (uv_check), so the reads of many
+// plaintext sockets in one iteration (a node's application connections, one
+// HTTP/1.1 request each) leave as one write per HTTP/2 connection, not one
+// TLS record and syscall each. Timers and deferred jobs run outside it and
+// write at once, as before; nothing waits past the iteration.
 class WriteBatch {
  public:
   class Flusher {
@@ -117,6 +125,9 @@ class WriteBatch {
   static void add(Flusher* f) { pending_.push_back(f); }
   // f is going away before the scope ends.
   static void remove(Flusher* f);
+  // Once per loop, on the loop's thread (warren-node and warren-waypoint's
+  // main loops). The handles are unreferenced: they keep no loop alive.
+  static void per_iteration(uv_loop_t* loop);
 
  private:
   static void run();

@@ -70,12 +70,6 @@ Result<std::string> peer_spiffe_id(SSL* ssl);
 // Client side: true when the verified peer is exactly `expected_spiffe_id`.
 bool check_peer_identity(SSL* ssl, const std::string& expected_spiffe_id);
 
-// HBONE contexts release OpenSSL's record buffers (about 34 KB) whenever a
-// connection has nothing buffered, for processes holding many idle tunnels.
-// A process with few, busy connections (the waypoint) keeps them instead:
-// releasing costs a large allocation and free per TLS read and write.
-void keep_record_buffers(SSL_CTX* c);
-
 // True when ALPN selected "h2" (a client should check it after the handshake).
 bool negotiated_h2(SSL* ssl);
 
