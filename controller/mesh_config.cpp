@@ -14,28 +14,13 @@ using nlohmann::json;
 
 namespace {
 
-bool clean(std::string_view s) {
-  for (unsigned char c : s)
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  return true;
-}
+using ext_authz_text::clean;
+using ext_authz_text::header_name_ok;
 
-bool tchar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool header_name_ok(std::string_view n) { return !n.empty() && std::all_of(n.begin(), n.end(), tchar); }
-
-// As warren-waypoint reads timeout (ext_authz.cpp): "1.5s", "250ms", "2m", "1h".
+// As warren-waypoint reads timeout (ext_authz.cpp), and more than 0 ms once rounded.
 bool provider_duration(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  if (i == 0 || i > 12) return false;
-  std::string num = s.substr(0, i), unit = s.substr(i);
-  if (std::count(num.begin(), num.end(), '.') > 1 || num == ".") return false;
-  double v = std::strtod(num.c_str(), nullptr);
-  double ms = unit == "ms" ? v : unit == "s" ? v * 1e3 : unit == "m" ? v * 6e4 : unit == "h" ? v * 3.6e6 : -1;
-  return ms > 0 && ms <= 1e12 && std::llround(ms) > 0;
+  auto d = ext_authz_text::duration(s);
+  return d && d->count() > 0;
 }
 
 // Provider types of MeshConfig.ExtensionProvider Warren has no use for

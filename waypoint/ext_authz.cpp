@@ -25,33 +25,8 @@ bool hop_by_hop(std::string_view n) {
   return false;
 }
 
-bool clean(std::string_view s) {
-  for (unsigned char c : s)
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  return true;
-}
-
-bool header_name_ok(std::string_view n) {
-  return !n.empty() && std::all_of(n.begin(), n.end(), [](char c) { return is_tchar(c); });
-}
-
-// Protobuf Duration text: "1.5s", "250ms", "2m", "1h".
-bool parse_duration(const std::string& s, std::chrono::milliseconds& out) {
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  if (i == 0 || i > 12) return false;
-  std::string num = s.substr(0, i), unit = s.substr(i);
-  if (std::count(num.begin(), num.end(), '.') > 1 || num == ".") return false;
-  double v = std::strtod(num.c_str(), nullptr);
-  double ms = unit == "ms"  ? v
-              : unit == "s" ? v * 1e3
-              : unit == "m" ? v * 6e4
-              : unit == "h" ? v * 3.6e6
-                            : -1;
-  if (ms <= 0 || ms > 1e12) return false;
-  out = std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
-  return true;
-}
+using ext_authz_text::clean;
+using ext_authz_text::header_name_ok;
 
 }  // namespace
 
@@ -111,8 +86,10 @@ Result<ExtAuthzProvider> parse_ext_authz_provider(const json& entry, const std::
       err(hp + "/pathPrefix", "must start with / and hold no space, ? or #");
     std::string t;
     str("timeout", t);
-    if (!t.empty() && !parse_duration(t, out.timeout))
-      err(hp + "/timeout", "\"" + t + "\" is not a duration");
+    if (!t.empty()) {
+      if (auto d = ext_authz_text::duration(t)) out.timeout = *d;
+      else err(hp + "/timeout", "\"" + t + "\" is not a duration");
+    }
     if (auto it = o.find("failOpen"); it != o.end() && !it->is_null()) {
       if (it->is_boolean())
         out.fail_open = it->get<bool>();
