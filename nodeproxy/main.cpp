@@ -9,6 +9,7 @@
 #include "node.h"
 #include "warren/h2_conn.h"
 #include "warren/log.h"
+#include "warren/tcp.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -77,10 +78,11 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
-  // Not WriteBatch::per_iteration here (yet): in the node it cut HTTP/1.1
-  // syscalls per request 3.1 -> 2.2, but on the server-side node (HBONE in,
-  // plaintext to the backend) it added 15-50 ms stalls to some requests at a
-  // fixed rate (bench/l7; cause not found yet). The waypoint uses it.
+  // One write per connection per loop iteration (HTTP/1.1 through the
+  // waypoint path: 3.1 -> 2.2 read/write syscalls per request in each node).
+  // The 15-50 ms stalls once blamed on it at stop 14 were the bench's
+  // SCHED_FIFO latency run: they hit the direct path too (bench/README).
+  warren::net::WriteBatch::per_iteration(loop);
   warren::h2::H2Conn::keep_tls_buffers_while_busy(loop);
   warren::node::Node node(loop, opts);
   auto r = node.start();
