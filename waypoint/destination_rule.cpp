@@ -178,6 +178,7 @@ RetryBudgetPolicy retry_budget(const json& j, const std::string& p) {
     auto n = integer(*v, p_(p, "minRetryConcurrency"), 0, UINT32_MAX, "a non-negative integer");
     if (n > 0) b.min_retry_concurrency = static_cast<uint32_t>(n);
   }
+  if (auto* v = get(j, "budgetInterval")) b.interval = duration(*v, p_(p, "budgetInterval"), false);
   return b;
 }
 

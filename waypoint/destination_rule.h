@@ -64,9 +64,14 @@ struct OutlierPolicy {
 // trafficPolicy.retryBudget (Envoy's circuit breaker retry_budget): concurrent
 // retries limited to max(minRetryConcurrency, percent% of the cluster's active
 // and pending requests); when set it replaces connectionPool.http.maxRetries.
+// With budgetInterval (> 0) the budget counts over that window instead: the
+// retries started in the last interval may be at most max(minRetryConcurrency,
+// percent% of the requests started in it) (Envoy's budget_interval, Gateway
+// API's BackendTrafficPolicy retryConstraint.budget.interval).
 struct RetryBudgetPolicy {
   double percent = 20.0;               // percent (a number or {value}); Istio's default 20
   uint32_t min_retry_concurrency = 3;  // minRetryConcurrency; 0 or absent: 3
+  std::chrono::milliseconds interval{0};  // budgetInterval; 0: requests in flight now
 };
 
 struct TrafficPolicy {

@@ -72,23 +72,29 @@ std::chrono::milliseconds backoff(uint32_t attempt, uint32_t rnd, std::chrono::m
 
 // ---------------------------------------------------------------- budget
 
-uint64_t RetryBudget::limit(uint64_t active_requests) const {
-  auto pct = static_cast<uint64_t>(percent_ / 100.0 * static_cast<double>(active_requests));
-  return std::max<uint64_t>(min_, pct);
+void WindowCount::set_interval(std::chrono::milliseconds interval) {
+  width_ms_ = std::max<int64_t>(interval.count() / kBuckets, 1);
+  for (int i = 0; i < kBuckets; i++) slot_[i] = -1, count_[i] = 0;
 }
 
-bool RetryBudget::try_acquire(uint64_t active_requests) {
-  uint64_t max = limit(active_requests);
-  uint64_t cur = active_.load(std::memory_order_relaxed);
-  while (cur < max)
-    if (active_.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) return true;
-  return false;
+int64_t WindowCount::slot(Clock::time_point now) const {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  return ms / width_ms_;
 }
 
-void RetryBudget::release() {
-  uint64_t cur = active_.load(std::memory_order_relaxed);
-  while (cur > 0 && !active_.compare_exchange_weak(cur, cur - 1, std::memory_order_relaxed)) {
-  }
+void WindowCount::add(Clock::time_point now) {
+  int64_t s = slot(now);
+  int i = static_cast<int>(s % kBuckets);
+  if (slot_[i] != s) slot_[i] = s, count_[i] = 0;
+  count_[i]++;
+}
+
+uint64_t WindowCount::sum(Clock::time_point now) {
+  int64_t s = slot(now);
+  uint64_t n = 0;
+  for (int i = 0; i < kBuckets; i++)
+    if (slot_[i] >= 0 && slot_[i] > s - kBuckets && slot_[i] <= s) n += count_[i];
+  return n;
 }
 
 // ---------------------------------------------------------------- breaker
@@ -115,7 +121,16 @@ void CircuitBreaker::release(std::atomic<uint64_t>& n) {
 }
 
 bool CircuitBreaker::admit_request() {
+  if (windowed_.load(std::memory_order_relaxed)) return admit_request(std::chrono::steady_clock::now());
   return acquire(requests_, max_requests_);
+}
+bool CircuitBreaker::admit_request(std::chrono::steady_clock::time_point now) {
+  if (!acquire(requests_, max_requests_)) return false;
+  if (windowed_.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lk(window_mu_);
+    window_requests_.add(now);
+  }
+  return true;
 }
 void CircuitBreaker::release_request() {
   release(requests_);
@@ -137,6 +152,16 @@ void CircuitBreaker::set_retry_budget(const std::optional<RetryBudgetPolicy>& b)
     budget_percent_ = b->percent;
     budget_min_ = b->min_retry_concurrency;
   }
+  auto interval = b ? b->interval : std::chrono::milliseconds(0);
+  {
+    std::lock_guard<std::mutex> lk(window_mu_);
+    if (interval != window_interval_) {  // a changed window starts empty
+      window_interval_ = interval;
+      window_requests_.set_interval(interval);
+      window_retries_.set_interval(interval);
+    }
+  }
+  windowed_ = interval.count() > 0;
   budget_on_ = b.has_value();
 }
 
@@ -150,7 +175,22 @@ uint64_t CircuitBreaker::retry_limit() const {
 }
 
 bool CircuitBreaker::admit_retry() {
+  if (windowed_.load(std::memory_order_relaxed)) return admit_retry(std::chrono::steady_clock::now());
   return acquire(retries_, retry_limit());
+}
+bool CircuitBreaker::admit_retry(std::chrono::steady_clock::time_point now) {
+  if (!windowed_.load(std::memory_order_relaxed) || !budget_on_.load(std::memory_order_relaxed))
+    return acquire(retries_, retry_limit());
+  {
+    std::lock_guard<std::mutex> lk(window_mu_);
+    auto pct = static_cast<uint64_t>(budget_percent_.load(std::memory_order_relaxed) / 100.0 *
+                                      static_cast<double>(window_requests_.sum(now)));
+    uint64_t limit = std::max<uint64_t>(pct, budget_min_.load(std::memory_order_relaxed));
+    if (window_retries_.sum(now) >= limit) return false;
+    window_retries_.add(now);
+  }
+  retries_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 void CircuitBreaker::release_retry() {
   release(retries_);

@@ -61,22 +61,23 @@ std::chrono::milliseconds backoff(uint32_t attempt, uint32_t rnd,
                                   std::chrono::milliseconds base = std::chrono::milliseconds(25),
                                   std::chrono::milliseconds max = std::chrono::milliseconds(250));
 
-// Envoy's retry budget: a retry may start while the active retries are fewer
-// than max(min_retry_concurrency, budget_percent% of the active requests).
-// Thread-safe.
-class RetryBudget {
+// Events counted over a sliding window (retryBudget.budgetInterval): ten
+// buckets of interval/10 each, so a count leaves the window between 0.9 and
+// 1.0 interval after it was added. Not thread-safe (CircuitBreaker locks).
+class WindowCount {
  public:
-  explicit RetryBudget(double budget_percent = 20.0, uint32_t min_retry_concurrency = 3)
-      : percent_(budget_percent), min_(min_retry_concurrency) {}
-  uint64_t limit(uint64_t active_requests) const;
-  bool try_acquire(uint64_t active_requests);
-  void release();
-  uint64_t active() const { return active_.load(std::memory_order_relaxed); }
+  using Clock = std::chrono::steady_clock;
+  // Forgets every count when the interval changes.
+  void set_interval(std::chrono::milliseconds interval);
+  void add(Clock::time_point now);
+  uint64_t sum(Clock::time_point now);
 
  private:
-  double percent_;
-  uint32_t min_;
-  std::atomic<uint64_t> active_{0};
+  static constexpr int kBuckets = 10;
+  int64_t slot(Clock::time_point now) const;
+  int64_t width_ms_ = 0;
+  int64_t slot_[kBuckets] = {};  // which slot each bucket counts; -1: none
+  uint64_t count_[kBuckets] = {};
 };
 
 // Circuit breaking for one (host, subset): Envoy's cluster resource counters
@@ -91,6 +92,7 @@ class CircuitBreaker {
   void set_retry_budget(const std::optional<RetryBudgetPolicy>& b);
 
   bool admit_request();  // http2MaxRequests (every active request)
+  bool admit_request(std::chrono::steady_clock::time_point now);
   void release_request();
   bool admit_pending();  // http1MaxPendingRequests (waiting for a connection)
   void release_pending();
@@ -99,9 +101,12 @@ class CircuitBreaker {
   // http.maxRetries, or the retry budget when one is set: concurrent retries,
   // each held from when it is scheduled until its attempt ended (Envoy's
   // retries() resource).
+  // With a budgetInterval the budget is on retries started in the window
+  // (release_retry then only ends the concurrent count, for the stats).
   bool admit_retry();
+  bool admit_retry(std::chrono::steady_clock::time_point now);
   void release_retry();
-  uint64_t retry_limit() const;  // the current limit on concurrent retries
+  uint64_t retry_limit() const;  // the current limit on concurrent retries (no budgetInterval)
   // Whether a connection that has carried `served` requests may carry another
   // (http.maxRequestsPerConnection; 0: unlimited).
   bool connection_reusable(uint64_t served) const;
@@ -120,6 +125,11 @@ class CircuitBreaker {
   std::atomic<bool> budget_on_{false};
   std::atomic<double> budget_percent_{20.0};
   std::atomic<uint32_t> budget_min_{3};
+  // budgetInterval: requests and retries started in the window.
+  std::atomic<bool> windowed_{false};
+  std::mutex window_mu_;
+  std::chrono::milliseconds window_interval_{0};
+  WindowCount window_requests_, window_retries_;
 };
 
 // The breakers of every (host, subset), created on first use; limits updated

@@ -246,4 +246,10 @@ TEST_CASE("destination rule: retryBudget at the traffic policy and subset levels
             .find("/spec/trafficPolicy/retryBudget/percent: must be a number 0-100") != std::string::npos);
   CHECK(error_of(json::parse(R"({"host": "reviews", "trafficPolicy": {"retryBudget": {"minRetryConcurrency": -1}}})"))
             .find("/spec/trafficPolicy/retryBudget/minRetryConcurrency") != std::string::npos);
+  CHECK(top.retry_budget->interval == std::chrono::milliseconds(0));  // absent: the requests in flight
+  auto w = rules({dr("reviews", "default", json::parse(R"({"host": "reviews",
+      "trafficPolicy": {"retryBudget": {"percent": 20, "budgetInterval": "10s"}}})"))});
+  CHECK(w.policy(kReviews, "", 80).retry_budget->interval == std::chrono::seconds(10));
+  CHECK(error_of(json::parse(R"({"host": "reviews", "trafficPolicy": {"retryBudget": {"budgetInterval": "ten"}}})"))
+            .find("/spec/trafficPolicy/retryBudget/budgetInterval") != std::string::npos);
 }

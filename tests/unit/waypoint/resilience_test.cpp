@@ -109,21 +109,52 @@ TEST_CASE("resilience: fully jittered exponential backoff", "[resilience]") {
   CHECK(backoff(2, 150, milliseconds(100), milliseconds(1000)) == milliseconds(150));
 }
 
-TEST_CASE("resilience: retry budget", "[resilience]") {
-  RetryBudget b;  // 20%, at least 3
-  CHECK(b.limit(0) == 3);
-  CHECK(b.limit(100) == 20);
-  CHECK(b.try_acquire(0));
-  CHECK(b.try_acquire(0));
-  CHECK(b.try_acquire(0));
-  CHECK_FALSE(b.try_acquire(0));
-  CHECK(b.try_acquire(20));  // 20% of 20 is 4
-  CHECK_FALSE(b.try_acquire(20));
-  CHECK(b.active() == 4);
-  b.release();
-  CHECK(b.active() == 3);
-  for (int i = 0; i < 5; i++) b.release();
-  CHECK(b.active() == 0);  // never below zero
+TEST_CASE("resilience: retry budget over a budgetInterval window", "[resilience]") {
+  using std::chrono::steady_clock;
+  auto t0 = steady_clock::time_point{} + seconds(1000);
+  RetryBudgetPolicy p;
+  p.percent = 25;
+  p.min_retry_concurrency = 2;
+  p.interval = seconds(10);
+  CircuitBreaker cb;
+  cb.set_retry_budget(p);
+  // Only the floor at first: 2 retries in the window, however long they last.
+  CHECK(cb.admit_retry(t0));
+  cb.release_retry();
+  CHECK(cb.admit_retry(t0 + seconds(1)));
+  cb.release_retry();
+  CHECK_FALSE(cb.admit_retry(t0 + seconds(2)));  // none in flight, but 2 started in the window
+  CHECK(cb.active_retries() == 0);
+  // 40 requests started in the window: 25% is 10 retries in it.
+  for (int i = 0; i < 40; i++) {
+    REQUIRE(cb.admit_request(t0 + seconds(3)));
+    cb.release_request();
+  }
+  int more = 0;
+  while (cb.admit_retry(t0 + seconds(4))) {
+    cb.release_retry();
+    if (++more > 100) break;
+  }
+  CHECK(more == 8);  // 10 in the window, 2 of them already spent
+  // The first two retries (t0, t0+1s) leave the window after ~10 s: two more.
+  CHECK(cb.admit_retry(t0 + milliseconds(11'100)));
+  CHECK(cb.admit_retry(t0 + milliseconds(11'100)));
+  CHECK_FALSE(cb.admit_retry(t0 + milliseconds(11'100)));
+  // Everything leaves: the floor again.
+  auto later = t0 + seconds(60);
+  CHECK(cb.admit_retry(later));
+  CHECK(cb.admit_retry(later));
+  CHECK_FALSE(cb.admit_retry(later));
+  // A changed interval starts an empty window; no interval: the in-flight budget.
+  p.interval = seconds(5);
+  cb.set_retry_budget(p);
+  CHECK(cb.admit_retry(later));
+  p.interval = milliseconds(0);
+  cb.set_retry_budget(p);
+  for (int i = 0; i < 5; i++) cb.release_retry();
+  CHECK(cb.admit_retry(later));
+  CHECK(cb.admit_retry(later));
+  CHECK_FALSE(cb.admit_retry(later));  // 2 in flight = max(2, 25% of 0)
 }
 
 TEST_CASE("resilience: circuit breaker admission against connectionPool", "[resilience]") {
