@@ -125,6 +125,7 @@ void H2UpstreamStream::fail(UpFailure f, const std::string& why) {
 void H2UpstreamStream::die() {
   if (dying_) return;
   dying_ = true;
+  if (waiting_) p_.h2_upstreams().unwait(this);
   owner_ = nullptr;
   inner_ = nullptr;
   if (conn_) conn_->remove(this);
@@ -237,6 +238,7 @@ void H2UpstreamConn::add(H2UpstreamStream* s) {
 
 void H2UpstreamConn::remove(H2UpstreamStream* s) {
   streams_.erase(s);
+  pool_.wake();  // room for a waiting request, perhaps
   if (streams_.empty() && !dead_) {
     H2UpstreamConn* self = this;
     // Not from inside the stream's callbacks: the pool may close us. (Deferred
@@ -341,10 +343,13 @@ void H2UpstreamConn::close(const std::string& why) {
   idle_timer_.stop();
   if (cb_) cb_->release_connection();  // the slot frees now
   cb_.reset();
+  pool_.wake();
   pool_.gone(this);
 }
 
 // ---- the pool ----
+
+H2UpstreamPool::H2UpstreamPool(Proxy& p) : p_(p), wake_timer_(p.loop()) {}
 
 H2UpstreamPool::~H2UpstreamPool() {
   close_all();
@@ -353,6 +358,61 @@ H2UpstreamPool::~H2UpstreamPool() {
 bool H2UpstreamPool::assign(H2UpstreamStream* s, const hbone::PoolKey& key,
                             const std::string& authority, const std::string& forwarded_for,
                             const std::shared_ptr<CircuitBreaker>& cb) {
+  if (place(s, key, authority, forwarded_for, cb)) return true;
+  if (!cb || !cb->admit_pending()) return false;
+  s->waiting_ = true;
+  waiting_.push_back(Waiter{s, key, authority, forwarded_for, cb});
+  return true;
+}
+
+void H2UpstreamPool::wake() {
+  if (waiting_.empty() || wake_armed_) return;
+  wake_armed_ = true;
+  // Not from inside a stream's or connection's callbacks: the next turn.
+  wake_timer_.start(0, 0, [this] {
+    wake_armed_ = false;
+    try_waiting();
+  });
+}
+
+void H2UpstreamPool::try_waiting() {
+  // In order; one that still finds no room keeps its place. A placed stream
+  // may fail at once and its session retry into the queue: that one goes
+  // behind the ones not yet tried.
+  std::deque<Waiter> q;
+  q.swap(waiting_);
+  while (!q.empty()) {
+    Waiter w = std::move(q.front());
+    q.pop_front();
+    if (!w.s->waiting_) {  // abandoned while this loop ran (unwait found it here, not queued)
+      w.cb->release_pending();
+      continue;
+    }
+    w.s->waiting_ = false;
+    if (place(w.s, w.key, w.authority, w.forwarded, w.cb)) {
+      w.cb->release_pending();
+    } else {
+      w.s->waiting_ = true;
+      waiting_.push_back(std::move(w));
+    }
+  }
+}
+
+void H2UpstreamPool::unwait(H2UpstreamStream* s) {
+  if (!s->waiting_) return;
+  s->waiting_ = false;
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if (it->s == s) {
+      it->cb->release_pending();
+      waiting_.erase(it);
+      return;
+    }
+  // Not queued: try_waiting holds it and releases its slot.
+}
+
+bool H2UpstreamPool::place(H2UpstreamStream* s, const hbone::PoolKey& key,
+                           const std::string& authority, const std::string& forwarded_for,
+                           const std::shared_ptr<CircuitBreaker>& cb) {
   auto& v = conns_[authority + "|" + key.dst_identity];
   // The least loaded connection with room (new streams spread, few connections).
   H2UpstreamConn* best = nullptr;
@@ -402,6 +462,13 @@ void H2UpstreamPool::gone(H2UpstreamConn* c) {
 }
 
 void H2UpstreamPool::close_all() {
+  std::deque<Waiter> q;
+  q.swap(waiting_);
+  for (auto& w : q) {
+    w.cb->release_pending();
+    w.s->waiting_ = false;
+    w.s->conn_failed(UpFailure::kConnect, "waypoint stopping");
+  }
   std::vector<H2UpstreamConn*> all;
   for (auto& [k, v] : conns_) all.insert(all.end(), v.begin(), v.end());
   for (auto* c : all) c->close("waypoint stopping");

@@ -15,6 +15,7 @@
 // connection took them. Objects delete themselves (deferred) when done.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -61,6 +62,7 @@ class H2UpstreamStream : public Leg, public h2::StreamHandler, public Recycled<H
 
  private:
   friend class H2UpstreamConn;
+  friend class H2UpstreamPool;
   ~H2UpstreamStream() override = default;
   // From the connection: it is ready (submit now), or it failed first.
   void attach(h2::H2Conn* inner);
@@ -81,6 +83,7 @@ class H2UpstreamStream : public Leg, public h2::StreamHandler, public Recycled<H
   bool ended_ = false;     // our END_STREAM is queued
   bool complete_ = false;  // the response ended
   bool dying_ = false;
+  bool waiting_ = false;  // in the pool's queue for a connection (holds a pending slot)
   size_t unacked_ = 0;
 };
 
@@ -142,15 +145,24 @@ class H2UpstreamConn : public h2::StreamHandler,
 
 class H2UpstreamPool {
  public:
-  explicit H2UpstreamPool(Proxy& p) : p_(p) {}
+  explicit H2UpstreamPool(Proxy& p);
   ~H2UpstreamPool();
   H2UpstreamPool(const H2UpstreamPool&) = delete;
   H2UpstreamPool& operator=(const H2UpstreamPool&) = delete;
   // Puts `s` on a connection to `authority` (<pod ip>:<port>) with room, or
-  // on a new one. False when the circuit breaker `cb` admits no new
-  // connection (the caller answers 503 UO and abandons s).
+  // on a new one. When the circuit breaker `cb` admits no new connection
+  // (tcp.maxConnections) and none has room, `s` waits in a queue while
+  // http1MaxPendingRequests (it applies to HTTP/2 too, as in Envoy) admits
+  // it, and goes on the first connection a finished stream or a closed
+  // connection makes room for. False: not even that (the caller answers 503
+  // UO and abandons s).
   bool assign(H2UpstreamStream* s, const hbone::PoolKey& key, const std::string& authority,
               const std::string& forwarded_for, const std::shared_ptr<CircuitBreaker>& cb);
+  // A stream or a connection ended: the queue is tried on the next turn.
+  void wake();
+  // A waiting stream goes away (abandoned): it leaves the queue.
+  void unwait(H2UpstreamStream* s);
+  size_t waiting() const { return waiting_.size(); }
   // A connection has no stream left: one idle per endpoint stays for
   // H2UpstreamConn::kIdleMs, the others for a second (a burst's extra
   // connections serve the next burst), retired ones close now.
@@ -160,8 +172,21 @@ class H2UpstreamPool {
   size_t connections() const;
 
  private:
+  struct Waiter {
+    H2UpstreamStream* s;
+    hbone::PoolKey key;
+    std::string authority, forwarded;
+    std::shared_ptr<CircuitBreaker> cb;
+  };
+  bool place(H2UpstreamStream* s, const hbone::PoolKey& key, const std::string& authority,
+             const std::string& forwarded_for, const std::shared_ptr<CircuitBreaker>& cb);
+  void try_waiting();
+
   Proxy& p_;
   std::map<std::string, std::vector<H2UpstreamConn*>> conns_;
+  std::deque<Waiter> waiting_;  // in arrival order
+  Timer wake_timer_;
+  bool wake_armed_ = false;
 };
 
 }  // namespace warren::waypoint

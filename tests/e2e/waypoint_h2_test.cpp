@@ -585,6 +585,88 @@ TEST_CASE("waypoint h2: the circuit breaker answers 503 UO and gRPC UNAVAILABLE"
                    {{"reporter", "waypoint"}, {"response_flags", "UO"}}) == 2);
 }
 
+TEST_CASE("waypoint h2: at tcp.maxConnections a request waits for a connection, up to http1MaxPendingRequests",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;
+  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
+  // One connection to the service, one request on it: the next request has to
+  // wait for the connection to close (Envoy queues it as pending); one may wait.
+  w.routing["destinationRules"] =
+      json::parse(R"([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+      "metadata": {"name": "echo", "namespace": "default"},
+      "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {
+        "tcp": {"maxConnections": 1},
+        "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}}}}}])");
+  std::atomic<bool> release{false};
+  auto handler = [&](const H2Msg& q) {
+    if (q.path == "/hold") wait_until([&] { return release.load(); }, 20s, 10ms);
+    H2Reply r;
+    r.body = "done " + q.path;
+    return r;
+  };
+  H2Backend v1(w.s.echo1, 8080, "v1", handler), v2(w.s.echo2, 8080, "v2", handler);
+  w.start();
+  auto c = h2_connect(w);
+  int32_t held = c.request("GET", "/hold");
+  REQUIRE(c.run_until([&] { return v1.requests() + v2.requests() == 1; }));
+  int32_t queued = c.request("POST", "/queued", {}, "queued body");
+  // The pending slot is taken (or about to be): a third request overflows.
+  auto third = c.fetch("GET", "/third");
+  CHECK(third.status == 503);
+  CHECK(third.body.find("overflow") != std::string::npos);
+  CHECK(v1.requests() + v2.requests() == 1);  // the queued one did not reach a pod yet
+  CHECK_FALSE(c.response(queued).status);     // and is not answered
+  release = true;
+  CHECK(c.get(held).status == 200);
+  auto q = c.get(queued);
+  CHECK(q.status == 200);
+  CHECK(q.body == "done /queued");
+  CHECK(v1.requests() + v2.requests() == 2);
+  bool body_seen = false;
+  for (auto& m : v1.seen()) body_seen |= m.path == "/queued" && m.body == "queued body";
+  for (auto& m : v2.seen()) body_seen |= m.path == "/queued" && m.body == "queued body";
+  CHECK(body_seen);
+  CHECK(c.fetch("GET", "/after").status == 200);
+  CHECK(metric_sum(w.metrics(), "istio_requests_total",
+                   {{"reporter", "waypoint"}, {"response_flags", "UO"}}) == 1);
+}
+
+TEST_CASE("waypoint h2: a request that waits for a connection is timed out and frees its place",
+          "[e2e][waypoint][h2]") {
+  WaypointMesh w;
+  w.echo_app_protocol("http2");
+  w.routing["destinationRules"] =
+      json::parse(R"([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+      "metadata": {"name": "echo", "namespace": "default"},
+      "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {
+        "tcp": {"maxConnections": 1},
+        "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}}}}}])");
+  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+    {"match": [{"uri": {"prefix": "/quick"}}], "route": [{"destination": {"host": "echo"}}], "timeout": "0.3s"},
+    {"route": [{"destination": {"host": "echo"}}]}])"))});
+  std::atomic<bool> release{false};
+  auto handler = [&](const H2Msg& q) {
+    if (q.path == "/hold") wait_until([&] { return release.load(); }, 20s, 10ms);
+    H2Reply r;
+    r.body = "done " + q.path;
+    return r;
+  };
+  H2Backend v1(w.s.echo1, 8080, "v1", handler), v2(w.s.echo2, 8080, "v2", handler);
+  w.start();
+  auto c = h2_connect(w);
+  int32_t held = c.request("GET", "/hold");
+  REQUIRE(c.run_until([&] { return v1.requests() + v2.requests() == 1; }));
+  // Waits in the queue until the route timeout, then 504; its place is free again.
+  auto t = c.fetch("GET", "/quick/1");
+  CHECK(t.status == 504);
+  auto t2 = c.fetch("GET", "/quick/2");
+  CHECK(t2.status == 504);  // not 503 UO: the first one left the queue
+  release = true;
+  CHECK(c.get(held).status == 200);
+  CHECK(c.fetch("GET", "/quick/3").status == 200);
+  CHECK(v1.requests() + v2.requests() == 2);  // the timed-out ones never reached a pod
+}
+
 TEST_CASE("waypoint h2: a mirror gets a copy of each HTTP/2 request", "[e2e][waypoint][h2]") {
   WaypointMesh w;
   w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
