@@ -32,6 +32,8 @@ NICE = int(os.environ.get("BENCH_NICE", "-19"))
 # better: five FIFO processes keep ksoftirqd and kworkers (normal priority) off the CPU, and rounds of every
 # system, the direct path included, got 10-30 ms p99s; without it direct's p99 stays at 50-140 µs.
 RT_RATE = os.environ.get("BENCH_RT_RATE", "0") == "1"
+# BENCH_SATURATION=0: the latency run only (more rounds in the same time when only latency is wanted).
+SATURATION = os.environ.get("BENCH_SATURATION", "1") == "1"
 RATE_DUR = float(os.environ.get("BENCH_RATE_SECS", os.environ.get("BENCH_SECS", "4")))  # latency run length
 # perf record processes of the waypoint path in an extra saturation run: "1" = the waypoint, or a
 # comma-separated list of process names (warren-waypoint, warren-node-a, warren-node-b).
@@ -615,45 +617,47 @@ def measure(system, exe, ps, l7, rnd, res, notes, extra):
     pids = all_pids(ps)
     l7pids = tree_pids(l7.pid) if l7 else []
     per = {p.bench_name: tree_pids(p.pid) for p in ps}
-    c0, l0 = cpu_secs(pids), cpu_secs(l7pids)
-    per0 = {k: cpu_secs(v) for k, v in per.items()}
-    sc0 = {k: syscalls(v) for k, v in per.items()}
-    a0 = backend_accepted()
-    m, line = client(exe, "sat", system, "-n", str(CONNS), "-t", str(DUR))
-    a1 = backend_accepted()
-    c1, l1 = cpu_secs(pids), cpu_secs(l7pids)
-    per1 = {k: cpu_secs(v) for k, v in per.items()}
-    sc1 = {k: syscalls(v) for k, v in per.items()}
-    cpu, l7cpu = c1 - c0, l1 - l0
-    log(f"  {system} sat: {line}  proxy_cpu_s={cpu:.2f} l7_cpu_s={l7cpu:.2f} backend_accepted={a1 - a0 if a0 is not None and a1 is not None else '?'} "
-        + " ".join(f"{k}={per1[k] - per0[k]:.2f}" for k in per)
-        + (" io_syscalls_per_req " + " ".join(f"{k}={(sc1[k] - sc0[k]) / m['requests']:.2f}" for k in per)
-           if m.get("requests") else ""))
-    if m.get("errors") or m.get("bad_status") or "error" in m:
-        notes.append(f"{system} round {rnd + 1}: saturation: {line}")
-    r = res.setdefault(system, {})
-    reqs = m.get("requests", 0)
-    r.setdefault("rps", []).append(m.get("rps", 0.0))
-    r.setdefault("sat_p50", []).append(m.get("p50_us", 0.0))
-    r.setdefault("sat_p99", []).append(m.get("p99_us", 0.0))
-    if a0 is not None and a1 is not None and reqs:
-        r.setdefault("backend_conns_per_req", []).append((a1 - a0) / reqs)
-    if system != "direct":
-        r.setdefault("cpu_s", []).append(cpu)
-        r.setdefault("cpu_per_s", []).append(cpu / DUR)
-        r.setdefault("req_per_cpu_s", []).append(reqs / cpu if cpu > 0 else 0.0)
-        if l7:
-            r.setdefault("l7_cpu_s", []).append(l7cpu)
-            r.setdefault("req_per_l7_cpu_s", []).append(reqs / l7cpu if l7cpu > 0 else 0.0)
-        for k in per:
-            r.setdefault("cpu_" + k, []).append(per1[k] - per0[k])
+    if SATURATION:
+        c0, l0 = cpu_secs(pids), cpu_secs(l7pids)
+        per0 = {k: cpu_secs(v) for k, v in per.items()}
+        sc0 = {k: syscalls(v) for k, v in per.items()}
+        a0 = backend_accepted()
+        m, line = client(exe, "sat", system, "-n", str(CONNS), "-t", str(DUR))
+        a1 = backend_accepted()
+        c1, l1 = cpu_secs(pids), cpu_secs(l7pids)
+        per1 = {k: cpu_secs(v) for k, v in per.items()}
+        sc1 = {k: syscalls(v) for k, v in per.items()}
+        cpu, l7cpu = c1 - c0, l1 - l0
+        log(f"  {system} sat: {line}  proxy_cpu_s={cpu:.2f} l7_cpu_s={l7cpu:.2f} backend_accepted={a1 - a0 if a0 is not None and a1 is not None else '?'} "
+            + " ".join(f"{k}={per1[k] - per0[k]:.2f}" for k in per)
+            + (" io_syscalls_per_req " + " ".join(f"{k}={(sc1[k] - sc0[k]) / m['requests']:.2f}" for k in per)
+               if m.get("requests") else ""))
+        if m.get("errors") or m.get("bad_status") or "error" in m:
+            notes.append(f"{system} round {rnd + 1}: saturation: {line}")
+        r = res.setdefault(system, {})
+        reqs = m.get("requests", 0)
+        r.setdefault("rps", []).append(m.get("rps", 0.0))
+        r.setdefault("sat_p50", []).append(m.get("p50_us", 0.0))
+        r.setdefault("sat_p99", []).append(m.get("p99_us", 0.0))
+        if a0 is not None and a1 is not None and reqs:
+            r.setdefault("backend_conns_per_req", []).append((a1 - a0) / reqs)
+        if system != "direct":
+            r.setdefault("cpu_s", []).append(cpu)
+            r.setdefault("cpu_per_s", []).append(cpu / DUR)
+            r.setdefault("req_per_cpu_s", []).append(reqs / cpu if cpu > 0 else 0.0)
+            if l7:
+                r.setdefault("l7_cpu_s", []).append(l7cpu)
+                r.setdefault("req_per_l7_cpu_s", []).append(reqs / l7cpu if l7cpu > 0 else 0.0)
+            for k in per:
+                r.setdefault("cpu_" + k, []).append(per1[k] - per0[k])
+                if reqs:
+                    r.setdefault("us_" + k, []).append((per1[k] - per0[k]) / reqs * 1e6)
+                    r.setdefault("sc_" + k, []).append((sc1[k] - sc0[k]) / reqs)
             if reqs:
-                r.setdefault("us_" + k, []).append((per1[k] - per0[k]) / reqs * 1e6)
-                r.setdefault("sc_" + k, []).append((sc1[k] - sc0[k]) / reqs)
-        if reqs:
-            r.setdefault("us_per_req", []).append(cpu / reqs * 1e6)
-    check_alive(system, ps)
+                r.setdefault("us_per_req", []).append(cpu / reqs * 1e6)
+        check_alive(system, ps)
 
+    r = res.setdefault(system, {})
     rt_pids = pids + [q.pid for q in procs if getattr(q, "bench_name", "") == "backend"]
     if RT_RATE:
         set_rt(rt_pids, True)
@@ -774,21 +778,18 @@ def report(res, notes, extra, meta, started):
         targets.append(f"- same, counting only the L7 proxy process (waypoint vs the peers' "
                        f"{'middle' if PEERS is PEERS3 else 'client-side'} proxy): "
                        f"{fmt(t1b)}x -> {'MET' if t1b >= 1.5 else 'NOT MET'}")
-    wa = med(res, "waypoint", "added_p99")
-    pa = [med(res, p, "added_p99") for p in PEERS if med(res, p, "added_p99") is not None]
-    if wa is not None and pa:
-        peer_txt = ", ".join(f"{p} {fmt(med(res, p, 'added_p99'))} µs" for p in PEERS
-                             if med(res, p, "added_p99") is not None)
-        targets.append(f"- added p99 at {RATE} req/s less than either peer (median of per-round added p99): "
-                       f"waypoint {fmt(wa)} µs vs {peer_txt} -> {'MET' if wa < min(pa) else 'NOT MET'}")
-        wa2 = med(res, "waypoint", "added_p99w_med")
-        pa2 = [med(res, p, "added_p99w_med") for p in PEERS if med(res, p, "added_p99w_med") is not None]
-        if wa2 is not None and pa2:
-            peer_txt2 = ", ".join(f"{p} {fmt(med(res, p, 'added_p99w_med'))} µs" for p in PEERS
-                                  if med(res, p, "added_p99w_med") is not None)
-            targets.append(f"- same, p99 of each 1-s window of the latency run and the median of those (a stall of "
-                           f"the machine spoils a second, not the run): waypoint {fmt(wa2)} µs vs {peer_txt2} -> "
-                           f"{'MET' if wa2 < min(pa2) else 'NOT MET'}")
+    def added_target(key, text):
+        w = med(res, "waypoint", key)
+        peers = {p: med(res, p, key) for p in PEERS if med(res, p, key) is not None}
+        if w is None or not peers:
+            return False
+        peer_txt = ", ".join(f"{p} {fmt(v)} µs" for p, v in peers.items())
+        targets.append(f"- {text}: waypoint {fmt(w)} µs vs {peer_txt} -> {'MET' if w < min(peers.values()) else 'NOT MET'}")
+        return True
+
+    if added_target("added_p99", f"added p99 at {RATE} req/s less than either peer (median of per-round added p99)"):
+        added_target("added_p99w_med", "same, p99 of each 1-s window of the latency run and the median of those (a "
+                                       "stall of the machine spoils a second, not the run)")
         wr = res["waypoint"].get("round_rate_p99_us", {})
         prs = [res[p].get("round_rate_p99_us", {}) for p in PEERS if p in res]
         both = [k for k in sorted(wr) if all(k in pr for pr in prs)]

@@ -551,120 +551,113 @@ TEST_CASE("waypoint h2: retries and route timeouts apply to HTTP/2 requests",
                    {{"reporter", "waypoint"}, {"response_flags", "UT"}}) == 2);
 }
 
+namespace {
+// A waypoint mesh whose echo pods (HTTP/2) hold a request for "/hold" until
+// `release`, with a DestinationRule for echo whose trafficPolicy has the
+// connectionPool `pool` (JSON text). Start it with start().
+struct HoldMesh {
+  WaypointMesh w;
+  std::atomic<bool> release{false};
+  std::unique_ptr<H2Backend> v1, v2;
+
+  explicit HoldMesh(const std::string& pool) {
+    w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
+    w.routing["destinationRules"] = json::array({{
+        {"apiVersion", "networking.istio.io/v1"},
+        {"kind", "DestinationRule"},
+        {"metadata", {{"name", "echo"}, {"namespace", "default"}}},
+        {"spec", {{"host", "echo"}, {"trafficPolicy", {{"connectionPool", json::parse(pool)}}}}}}});
+  }
+  ~HoldMesh() { release = true; }
+  H2cClient start() {
+    auto handler = [this](const H2Msg& q) {
+      if (q.path == "/hold") wait_until([&] { return release.load(); }, 20s, 10ms);
+      H2Reply r;
+      r.body = "done " + q.path;
+      return r;
+    };
+    v1 = std::make_unique<H2Backend>(w.s.echo1, 8080, "v1", handler);
+    v2 = std::make_unique<H2Backend>(w.s.echo2, 8080, "v2", handler);
+    w.start();
+    return h2_connect(w);
+  }
+  size_t requests() const { return v1->requests() + v2->requests(); }
+  // Sends "/hold" and waits until a pod holds it; its stream id.
+  int32_t hold(H2cClient& c) {
+    int32_t sid = c.request("GET", "/hold");
+    REQUIRE(c.run_until([&] { return requests() == 1; }));
+    return sid;
+  }
+};
+}  // namespace
+
 TEST_CASE("waypoint h2: the circuit breaker answers 503 UO and gRPC UNAVAILABLE",
           "[e2e][waypoint][h2]") {
-  WaypointMesh w;
-  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
-  w.routing["destinationRules"] =
-      json::parse(R"([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-      "metadata": {"name": "echo", "namespace": "default"},
-      "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {"http": {"http2MaxRequests": 1}}}}}])");
-  std::atomic<bool> release{false};
-  auto handler = [&](const H2Msg& q) {
-    if (q.path == "/hold") wait_until([&] { return release.load(); }, 20s, 10ms);
-    H2Reply r;
-    r.body = "done " + q.path;
-    return r;
-  };
-  H2Backend v1(w.s.echo1, 8080, "v1", handler), v2(w.s.echo2, 8080, "v2", handler);
-  w.start();
-  auto c = h2_connect(w);
-  int32_t held = c.request("GET", "/hold");
+  HoldMesh m(R"({"http": {"http2MaxRequests": 1}})");
+  auto c = m.start();
   // The held request is at the backend: the one request the breaker allows is in flight.
-  REQUIRE(c.run_until([&] { return v1.requests() + v2.requests() == 1; }));
+  int32_t held = m.hold(c);
   auto r = c.fetch("GET", "/second");
   CHECK(r.status == 503);
   CHECK(r.body.find("overflow") != std::string::npos);
   auto g = c.fetch("POST", "/third", kGrpc, grpc_frame("x"));
   CHECK(g.status == 200);
   CHECK(g.header("grpc-status") == "14");
-  release = true;
+  m.release = true;
   CHECK(c.get(held).status == 200);
   CHECK(c.fetch("GET", "/after").status == 200);
-  CHECK(metric_sum(w.metrics(), "istio_requests_total",
+  CHECK(metric_sum(m.w.metrics(), "istio_requests_total",
                    {{"reporter", "waypoint"}, {"response_flags", "UO"}}) == 2);
 }
 
 TEST_CASE("waypoint h2: at tcp.maxConnections a request waits for a connection, up to http1MaxPendingRequests",
           "[e2e][waypoint][h2]") {
-  WaypointMesh w;
-  w.echo_app_protocol("http2");  // an HTTP/2 port: h2c to the pods
   // One connection to the service, one request on it: the next request has to
   // wait for the connection to close (Envoy queues it as pending); one may wait.
-  w.routing["destinationRules"] =
-      json::parse(R"([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-      "metadata": {"name": "echo", "namespace": "default"},
-      "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {
-        "tcp": {"maxConnections": 1},
-        "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}}}}}])");
-  std::atomic<bool> release{false};
-  auto handler = [&](const H2Msg& q) {
-    if (q.path == "/hold") wait_until([&] { return release.load(); }, 20s, 10ms);
-    H2Reply r;
-    r.body = "done " + q.path;
-    return r;
-  };
-  H2Backend v1(w.s.echo1, 8080, "v1", handler), v2(w.s.echo2, 8080, "v2", handler);
-  w.start();
-  auto c = h2_connect(w);
-  int32_t held = c.request("GET", "/hold");
-  REQUIRE(c.run_until([&] { return v1.requests() + v2.requests() == 1; }));
+  HoldMesh m(R"({"tcp": {"maxConnections": 1},
+                 "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}})");
+  auto c = m.start();
+  int32_t held = m.hold(c);
   int32_t queued = c.request("POST", "/queued", {}, "queued body");
   // The pending slot is taken (or about to be): a third request overflows.
   auto third = c.fetch("GET", "/third");
   CHECK(third.status == 503);
   CHECK(third.body.find("overflow") != std::string::npos);
-  CHECK(v1.requests() + v2.requests() == 1);  // the queued one did not reach a pod yet
-  CHECK_FALSE(c.response(queued).status);     // and is not answered
-  release = true;
+  CHECK(m.requests() == 1);  // the queued one did not reach a pod yet
+  CHECK_FALSE(c.response(queued).status);  // and is not answered
+  m.release = true;
   CHECK(c.get(held).status == 200);
   auto q = c.get(queued);
   CHECK(q.status == 200);
   CHECK(q.body == "done /queued");
-  CHECK(v1.requests() + v2.requests() == 2);
+  CHECK(m.requests() == 2);
   bool body_seen = false;
-  for (auto& m : v1.seen()) body_seen |= m.path == "/queued" && m.body == "queued body";
-  for (auto& m : v2.seen()) body_seen |= m.path == "/queued" && m.body == "queued body";
+  for (auto* b : {m.v1.get(), m.v2.get()})
+    for (auto& q2 : b->seen()) body_seen |= q2.path == "/queued" && q2.body == "queued body";
   CHECK(body_seen);
   CHECK(c.fetch("GET", "/after").status == 200);
-  CHECK(metric_sum(w.metrics(), "istio_requests_total",
+  CHECK(metric_sum(m.w.metrics(), "istio_requests_total",
                    {{"reporter", "waypoint"}, {"response_flags", "UO"}}) == 1);
 }
 
 TEST_CASE("waypoint h2: a request that waits for a connection is timed out and frees its place",
           "[e2e][waypoint][h2]") {
-  WaypointMesh w;
-  w.echo_app_protocol("http2");
-  w.routing["destinationRules"] =
-      json::parse(R"([{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-      "metadata": {"name": "echo", "namespace": "default"},
-      "spec": {"host": "echo", "trafficPolicy": {"connectionPool": {
-        "tcp": {"maxConnections": 1},
-        "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}}}}}])");
-  w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
+  HoldMesh m(R"({"tcp": {"maxConnections": 1},
+                 "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}})");
+  m.w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
     {"match": [{"uri": {"prefix": "/quick"}}], "route": [{"destination": {"host": "echo"}}], "timeout": "0.3s"},
     {"route": [{"destination": {"host": "echo"}}]}])"))});
-  std::atomic<bool> release{false};
-  auto handler = [&](const H2Msg& q) {
-    if (q.path == "/hold") wait_until([&] { return release.load(); }, 20s, 10ms);
-    H2Reply r;
-    r.body = "done " + q.path;
-    return r;
-  };
-  H2Backend v1(w.s.echo1, 8080, "v1", handler), v2(w.s.echo2, 8080, "v2", handler);
-  w.start();
-  auto c = h2_connect(w);
-  int32_t held = c.request("GET", "/hold");
-  REQUIRE(c.run_until([&] { return v1.requests() + v2.requests() == 1; }));
+  auto c = m.start();
+  int32_t held = m.hold(c);
   // Waits in the queue until the route timeout, then 504; its place is free again.
   auto t = c.fetch("GET", "/quick/1");
   CHECK(t.status == 504);
   auto t2 = c.fetch("GET", "/quick/2");
   CHECK(t2.status == 504);  // not 503 UO: the first one left the queue
-  release = true;
+  m.release = true;
   CHECK(c.get(held).status == 200);
   CHECK(c.fetch("GET", "/quick/3").status == 200);
-  CHECK(v1.requests() + v2.requests() == 2);  // the timed-out ones never reached a pod
+  CHECK(m.requests() == 2);  // the timed-out ones never reached a pod
 }
 
 TEST_CASE("waypoint h2: a mirror gets a copy of each HTTP/2 request", "[e2e][waypoint][h2]") {
