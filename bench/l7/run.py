@@ -661,12 +661,14 @@ def measure(system, exe, ps, l7, rnd, res, notes, extra):
     rt_pids = pids + [q.pid for q in procs if getattr(q, "bench_name", "") == "backend"]
     if RT_RATE:
         set_rt(rt_pids, True)
+    a0 = backend_accepted()
     try:
         m, line = client(exe, "rate", system, "-n", str(RATE_CONNS), "-r", str(RATE), "-t", str(RATE_DUR), rt=RT_RATE)
     finally:
         if RT_RATE:
             set_rt(rt_pids, False)
-    log(f"  {system} rate: {line}")
+    a1 = backend_accepted()
+    log(f"  {system} rate: {line}  backend_accepted={a1 - a0 if a0 is not None and a1 is not None else '?'}")
     if m.get("errors") or m.get("bad_status") or m.get("dropped") or "error" in m:
         notes.append(f"{system} round {rnd + 1}: fixed rate: {line}")
     for k in ("p50_us", "p90_us", "p99_us", "p999_us", "rps", "p99w_med_us", "p99w_max_us"):
