@@ -589,6 +589,11 @@ struct HoldMesh {
     return sid;
   }
 };
+
+// One connection to the service, one request per connection, one request may wait.
+constexpr const char* kOneConnectionOneWaiter =
+    R"({"tcp": {"maxConnections": 1},
+        "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}})";
 }  // namespace
 
 TEST_CASE("waypoint h2: the circuit breaker answers 503 UO and gRPC UNAVAILABLE",
@@ -614,8 +619,7 @@ TEST_CASE("waypoint h2: at tcp.maxConnections a request waits for a connection, 
           "[e2e][waypoint][h2]") {
   // One connection to the service, one request on it: the next request has to
   // wait for the connection to close (Envoy queues it as pending); one may wait.
-  HoldMesh m(R"({"tcp": {"maxConnections": 1},
-                 "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}})");
+  HoldMesh m(kOneConnectionOneWaiter);
   auto c = m.start();
   int32_t held = m.hold(c);
   int32_t queued = c.request("POST", "/queued", {}, "queued body");
@@ -642,8 +646,7 @@ TEST_CASE("waypoint h2: at tcp.maxConnections a request waits for a connection, 
 
 TEST_CASE("waypoint h2: a request that waits for a connection is timed out and frees its place",
           "[e2e][waypoint][h2]") {
-  HoldMesh m(R"({"tcp": {"maxConnections": 1},
-                 "http": {"maxRequestsPerConnection": 1, "http1MaxPendingRequests": 1}})");
+  HoldMesh m(kOneConnectionOneWaiter);
   m.w.routing["virtualServices"] = json::array({vs("echo", json::parse(R"([
     {"match": [{"uri": {"prefix": "/quick"}}], "route": [{"destination": {"host": "echo"}}], "timeout": "0.3s"},
     {"route": [{"destination": {"host": "echo"}}]}])"))});
