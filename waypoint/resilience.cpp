@@ -165,13 +165,17 @@ void CircuitBreaker::set_retry_budget(const std::optional<RetryBudgetPolicy>& b)
   budget_on_ = b.has_value();
 }
 
+// Envoy: max(budget_percent% x requests, min_retry_concurrency); the requests
+// are the active and pending ones, or those started in the budgetInterval.
+uint64_t CircuitBreaker::budget_limit(uint64_t requests) const {
+  auto pct = static_cast<uint64_t>(budget_percent_.load(std::memory_order_relaxed) / 100.0 *
+                                   static_cast<double>(requests));
+  return std::max<uint64_t>(pct, budget_min_.load(std::memory_order_relaxed));
+}
+
 uint64_t CircuitBreaker::retry_limit() const {
   if (!budget_on_.load(std::memory_order_relaxed)) return max_retries_.load(std::memory_order_relaxed);
-  // Envoy: max(budget_percent% x (active + pending requests), min_retry_concurrency).
-  double active = static_cast<double>(requests_.load(std::memory_order_relaxed) +
-                                      pending_.load(std::memory_order_relaxed));
-  auto pct = static_cast<uint64_t>(budget_percent_.load(std::memory_order_relaxed) / 100.0 * active);
-  return std::max<uint64_t>(pct, budget_min_.load(std::memory_order_relaxed));
+  return budget_limit(requests_.load(std::memory_order_relaxed) + pending_.load(std::memory_order_relaxed));
 }
 
 bool CircuitBreaker::admit_retry() {
@@ -179,14 +183,10 @@ bool CircuitBreaker::admit_retry() {
   return acquire(retries_, retry_limit());
 }
 bool CircuitBreaker::admit_retry(std::chrono::steady_clock::time_point now) {
-  if (!windowed_.load(std::memory_order_relaxed) || !budget_on_.load(std::memory_order_relaxed))
-    return acquire(retries_, retry_limit());
+  if (!windowed_.load(std::memory_order_relaxed)) return acquire(retries_, retry_limit());
   {
     std::lock_guard<std::mutex> lk(window_mu_);
-    auto pct = static_cast<uint64_t>(budget_percent_.load(std::memory_order_relaxed) / 100.0 *
-                                      static_cast<double>(window_requests_.sum(now)));
-    uint64_t limit = std::max<uint64_t>(pct, budget_min_.load(std::memory_order_relaxed));
-    if (window_retries_.sum(now) >= limit) return false;
+    if (window_retries_.sum(now) >= budget_limit(window_requests_.sum(now))) return false;
     window_retries_.add(now);
   }
   retries_.fetch_add(1, std::memory_order_relaxed);

@@ -67,6 +67,7 @@ std::chrono::milliseconds backoff(uint32_t attempt, uint32_t rnd,
 class WindowCount {
  public:
   using Clock = std::chrono::steady_clock;
+  WindowCount() { set_interval(std::chrono::milliseconds(0)); }
   // Forgets every count when the interval changes.
   void set_interval(std::chrono::milliseconds interval);
   void add(Clock::time_point now);
@@ -75,9 +76,9 @@ class WindowCount {
  private:
   static constexpr int kBuckets = 10;
   int64_t slot(Clock::time_point now) const;
-  int64_t width_ms_ = 0;
-  int64_t slot_[kBuckets] = {};  // which slot each bucket counts; -1: none
-  uint64_t count_[kBuckets] = {};
+  int64_t width_ms_;
+  int64_t slot_[kBuckets];  // which slot each bucket counts; -1: none
+  uint64_t count_[kBuckets];
 };
 
 // Circuit breaking for one (host, subset): Envoy's cluster resource counters
@@ -118,6 +119,7 @@ class CircuitBreaker {
 
  private:
   static bool acquire(std::atomic<uint64_t>& n, uint64_t max);
+  uint64_t budget_limit(uint64_t requests) const;
   static void release(std::atomic<uint64_t>& n);
   std::atomic<uint64_t> max_requests_{0}, max_pending_{0}, max_connections_{0}, max_retries_{0},
       max_per_connection_{0};
