@@ -173,11 +173,8 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
   void open_tunnel(H2Conn* c, int32_t sid) {
     timer_.stop();
     state_ = State::kDone;
-    size_t reply_len = 0;
     if (!captured_) {
-      std::string reply = socks5::make_reply(0x00, tcp_->local());
-      reply_len = reply.size();
-      tcp_->write(std::move(reply));
+      tcp_->write(socks5::make_reply(0x00, tcp_->local()));
     } else {
       maybe_fast_path();
     }
@@ -214,7 +211,9 @@ class SocksSession : public net::TcpConn::Handler, public StreamHandler {
     }
     net::TcpConn* tcp = tcp_;
     tcp_ = nullptr;
-    t->attach(tcp, reply_len);
+    // The part of the SOCKS reply still queued is reported to the tunnel as
+    // written later; it is not tunnel data.
+    t->attach(tcp, tcp->queued());
     delete this;
   }
 

@@ -55,6 +55,7 @@ void WriteBatch::per_iteration(uv_loop_t* loop) {
 struct TcpConn::WriteReq {
   uv_write_t req;
   std::string data;
+  size_t offset = 0;  // written before the request was queued
   TcpConn* conn;
 };
 
@@ -169,10 +170,10 @@ void TcpConn::stop_read() {
 void TcpConn::write_cb(uv_write_t* req, int status) {
   auto* w = static_cast<WriteReq*>(req->data);
   TcpConn* self = w->conn;
-  size_t n = w->data.size();
+  size_t n = w->data.size() - w->offset;  // the part written at once was reported then
   give_buffer(std::move(w->data));
-  delete w;
   self->queued_ -= n;
+  delete w;
   if (self->closing_ || !self->handler_) return;
   if (status < 0) {
     if (status != UV_ECANCELED) self->handler_->on_error(self, status);
@@ -188,19 +189,37 @@ void TcpConn::write_cb(uv_write_t* req, int status) {
 
 void TcpConn::write(std::string&& data) {
   if (closing_ || data.empty()) return;
+  // With nothing queued, offer the bytes to the socket at once: what it takes
+  // is done now. uv_write alone would also write at once, but its completion
+  // comes a loop turn later and re-arms the fd in epoll (one epoll_ctl per
+  // write).
+  size_t done = 0;
+  if (queued_ == 0 && !shutdown_sent_) {
+    uv_buf_t b = uv_buf_init(data.data(), static_cast<unsigned>(data.size()));
+    int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
+    if (r > 0) done = static_cast<size_t>(r);
+    if (done == data.size()) {
+      give_buffer(std::move(data));
+      if (handler_) handler_->on_written(this, done);
+      return;
+    }
+  }
   auto* w = new WriteReq;
   w->data = std::move(data);
   w->conn = this;
   w->req.data = w;
-  uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  queued_ += w->data.size();
+  w->offset = done;
+  uv_buf_t b = uv_buf_init(w->data.data() + done, static_cast<unsigned>(w->data.size() - done));
+  queued_ += w->data.size() - done;
   if (queued_ >= kHighWatermark) was_above_ = true;
   int r = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, write_cb);
   if (r != 0) {
-    queued_ -= w->data.size();
+    queued_ -= w->data.size() - done;
     delete w;
     if (handler_) handler_->on_error(this, r);
+    return;
   }
+  if (done && handler_) handler_->on_written(this, done);
 }
 
 size_t TcpConn::try_write(const uv_buf_t* bufs, unsigned n) {

@@ -32,7 +32,8 @@ class TcpConn {
     virtual void on_read(TcpConn* c, const char* data, size_t len) = 0;
     virtual void on_eof(TcpConn* c) = 0;
     virtual void on_error(TcpConn* c, int uv_err) = 0;
-    // `bytes` of an earlier write() left the process.
+    // `bytes` of an earlier write() left the process. May be called from
+    // inside write() when the socket took everything at once.
     virtual void on_written(TcpConn* c, size_t bytes) {}
     // Queued bytes fell below the low watermark after having been above the high one.
     virtual void on_drain(TcpConn* c) {}
