@@ -264,23 +264,34 @@ struct Http1Parser::Impl {
 
 Result<size_t> Http1Parser::Impl::feed_head(std::string_view data) {
   size_t i = 0;
-  for (; i < data.size(); i++) {
+  const size_t len = data.size();
+  while (i < len) {
     char c = data[i];
+    if (c != '\r' && c != '\n') {
+      if (last_cr) return set_failure(fail(Http1Reason::kBareCr, "CR without LF in head"));
+      // A run of ordinary bytes is taken at once.
+      size_t j = i + 1;
+      while (j < len && data[j] != '\r' && data[j] != '\n') j++;
+      if (head.size() + (j - i) > limits.max_head_bytes)
+        return set_failure(fail(Http1Reason::kHeaderTooLarge,
+                                "head over " + std::to_string(limits.max_head_bytes) + " bytes"));
+      head.append(data.data() + i, j - i);
+      i = j;
+      continue;
+    }
     if (last_cr && c != '\n')
       return set_failure(fail(Http1Reason::kBareCr, "CR without LF in head"));
     if (c == '\n' && !last_cr) return set_failure(fail(Http1Reason::kBareLf, "bare LF in head"));
     last_cr = c == '\r';
+    i++;
     // Empty lines before a start line are skipped (RFC 9112 §2.2).
-    if (head.empty() && (c == '\r' || c == '\n')) continue;
+    if (head.empty()) continue;
     if (head.size() >= limits.max_head_bytes)
       return set_failure(fail(Http1Reason::kHeaderTooLarge,
                               "head over " + std::to_string(limits.max_head_bytes) + " bytes"));
     head += c;
     size_t n = head.size();
-    if (n >= 4 && head.compare(n - 4, 4, "\r\n\r\n") == 0) {
-      i++;
-      break;
-    }
+    if (c == '\n' && n >= 4 && head.compare(n - 4, 4, "\r\n\r\n") == 0) break;
   }
   size_t n = head.size();
   if (n < 4 || head.compare(n - 4, 4, "\r\n\r\n") != 0) return i;  // need more

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "http1.h"
+#include "headers.h"
 #include "http1_util.h"
 
 using namespace warren::waypoint;
@@ -130,6 +131,32 @@ TEST_CASE("http1: header section limits answer 431", "[http1][limits]") {
   std::string tr = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
   for (int i = 0; i < 6; i++) tr += "T-" + std::to_string(i) + ": v\r\n";
   refused_as(tr + "\r\n", Http1Reason::kTooManyHeaders, 431, l);
+}
+
+TEST_CASE("http1: a head of exactly the limit is taken, one byte more is not, however it arrives",
+          "[http1][limits]") {
+  const std::string start = "GET / HTTP/1.1\r\nHost: a\r\nX: ";
+  Http1Limits l;
+  l.max_head_bytes = 200;
+  // Empty lines before the start line do not count towards the head.
+  std::string exact = "\r\n\r\n" + start + std::string(200 - start.size() - 4, 'a') + "\r\n\r\n";
+  for (size_t step : {size_t{0}, size_t{1}, size_t{3}, size_t{7}, size_t{64}}) {
+    INFO("step " << step);
+    Recorder rec;
+    Http1Parser p(Http1Parser::Kind::kRequest, rec, l);
+    auto r = feed(p, exact + "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n", step);
+    REQUIRE(r.ok());
+    REQUIRE(rec.complete == 2);
+    std::string x;
+    CHECK(header_value(rec.heads[0].headers, "x", x));
+    CHECK(x == std::string(200 - start.size() - 4, 'a'));
+    CHECK(rec.heads[1].target == "/2");
+  }
+  refused_as(start + std::string(200 - start.size() - 3, 'a') + "\r\n\r\n", Http1Reason::kHeaderTooLarge,
+             431, l);
+  // Over the limit in the final empty line too.
+  refused_as(start + std::string(200 - start.size() - 2, 'a') + "\r\n\r\n", Http1Reason::kHeaderTooLarge,
+             431, l);
 }
 
 TEST_CASE("http1: body limit answers 413", "[http1][limits]") {
