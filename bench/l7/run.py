@@ -797,7 +797,10 @@ def report(res, notes, extra, meta, started):
         both = [k for k in sorted(wr) if all(k in pr for pr in prs)]
         if both:
             wins = sum(1 for k in both if all(wr[k] < pr[k] for pr in prs))
-            targets.append(f"  (rounds in which the waypoint path's p99 was below every peer's: {wins} of {len(both)})")
+            each = ", ".join(f"{p} {sum(1 for k in both if wr[k] < res[p]['round_rate_p99_us'][k])}"
+                             for p in PEERS if p in res and res[p].get("round_rate_p99_us"))
+            targets.append(f"  (rounds in which the waypoint path's p99 was below every peer's: {wins} of {len(both)}; "
+                           f"below each: {each})")
         rng = lambda s_: "-".join(fmt(x) for x in (min(res[s_]["rate_p99_us"]), max(res[s_]["rate_p99_us"])))
         raw_txt = ", ".join(f"{p} {rng(p)} µs" for p in ["direct", "waypoint"] + PEERS if res.get(p, {}).get("rate_p99_us"))
         targets.append(f"  (direct's own p99 is the noisiest figure on this shared machine, which can make the "
