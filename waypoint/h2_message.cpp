@@ -14,10 +14,10 @@ Headers to_fields(const h2::Headers& h) {
 }
 
 Result<void> check(const h2::Headers& h) {
-  Headers all;
-  all.reserve(h.size());
-  for (const auto& [k, v] : h) all.push_back({k, v});
-  return validate_h2_headers(all);
+  bool regular_seen = false;
+  for (const auto& [k, v] : h)
+    if (auto r = validate_h2_field(k, v, regular_seen); !r) return r;
+  return {};
 }
 
 }  // namespace

@@ -167,35 +167,39 @@ Result<std::string> encode_last_chunk(const Headers& trailers) {
   return out;
 }
 
+Result<void> validate_h2_field(const std::string& name, const std::string& value, bool& regular_seen) {
+  auto bad = [&](const std::string& why) {
+    return make_error(Errc::kProtocol, "header \"" + name + "\": " + why);
+  };
+  if (name.empty()) return bad("empty name");
+  if (name[0] == ':') {
+    if (regular_seen) return bad("pseudo-header after regular headers");
+    if (name != ":method" && name != ":path" && name != ":scheme" && name != ":authority" &&
+        name != ":protocol" && name != ":status")
+      return bad("unknown pseudo-header");
+  } else {
+    regular_seen = true;
+    for (unsigned char c : name) {
+      if (c >= 'A' && c <= 'Z') return bad("upper-case name");
+      if (!is_tchar(c)) return bad("name is not a token");
+    }
+    if (name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
+        name == "transfer-encoding" || name == "upgrade")
+      return bad("connection-specific header");
+    if (name == "te" && value != "trailers") return bad("TE other than \"trailers\"");
+  }
+  for (unsigned char c : value)
+    if (c == 0 || c == '\r' || c == '\n') return bad("CR, LF or NUL in value");
+  if (!value.empty() && (value.front() == ' ' || value.front() == '\t' || value.back() == ' ' ||
+                         value.back() == '\t'))
+    return bad("leading or trailing whitespace in value");
+  return {};
+}
+
 Result<void> validate_h2_headers(const Headers& h) {
   bool regular_seen = false;
-  for (const auto& f : h) {
-    auto bad = [&](const std::string& why) {
-      return make_error(Errc::kProtocol, "header \"" + f.name + "\": " + why);
-    };
-    if (f.name.empty()) return bad("empty name");
-    if (f.name[0] == ':') {
-      if (regular_seen) return bad("pseudo-header after regular headers");
-      if (f.name != ":method" && f.name != ":path" && f.name != ":scheme" &&
-          f.name != ":authority" && f.name != ":protocol" && f.name != ":status")
-        return bad("unknown pseudo-header");
-    } else {
-      regular_seen = true;
-      for (unsigned char c : f.name) {
-        if (c >= 'A' && c <= 'Z') return bad("upper-case name");
-        if (!is_tchar(c)) return bad("name is not a token");
-      }
-      if (f.name == "connection" || f.name == "keep-alive" || f.name == "proxy-connection" ||
-          f.name == "transfer-encoding" || f.name == "upgrade")
-        return bad("connection-specific header");
-      if (f.name == "te" && f.value != "trailers") return bad("TE other than \"trailers\"");
-    }
-    for (unsigned char c : f.value)
-      if (c == 0 || c == '\r' || c == '\n') return bad("CR, LF or NUL in value");
-    if (!f.value.empty() && (f.value.front() == ' ' || f.value.front() == '\t' ||
-                             f.value.back() == ' ' || f.value.back() == '\t'))
-      return bad("leading or trailing whitespace in value");
-  }
+  for (const auto& f : h)
+    if (auto r = validate_h2_field(f.name, f.value, regular_seen); !r) return r;
   return {};
 }
 

@@ -44,5 +44,7 @@ Result<std::string> encode_last_chunk(const Headers& trailers);
 // NUL and without leading or trailing whitespace, known pseudo-headers only
 // and only before the regular fields. The error names the field and reason.
 Result<void> validate_h2_headers(const Headers& h);
+// One field of that check, in order (`regular_seen` carries between calls).
+Result<void> validate_h2_field(const std::string& name, const std::string& value, bool& regular_seen);
 
 }  // namespace warren::waypoint
