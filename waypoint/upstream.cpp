@@ -126,16 +126,10 @@ void UpstreamLeg::expect_response(std::string_view method) {
   if (parser_) parser_->set_request_method(method);
 }
 
-// A leg retires after this many requests, as an HTTP/2 upstream connection
-// does (upstream_h2.cpp); DestinationRule maxRequestsPerConnection lowers it.
-// It was 1,000: at 2,000 req/s over four legs a request waited for a new HBONE
-// stream and backend connection every half second (bench/l7, stop 15).
-constexpr uint64_t kMaxRequestsPerLeg = 10000;
-
 bool UpstreamLeg::reusable() const {
   return state_ == State::kOpen && !dying_ && !in_response_ && response_keep_alive_ && !peer_ended_ &&
          !ended_ && !raw_ && parser_ && !parser_->closed() && !parser_->upgraded() &&
-         requests < kMaxRequestsPerLeg;
+         requests < kDefaultMaxRequestsPerConnection;
 }
 
 void UpstreamLeg::on_headers(h2::H2Conn*, int32_t, h2::Headers&& h, bool end_stream) {

@@ -19,7 +19,6 @@ h2::H2Limits inner_limits() {
   return l;
 }
 constexpr uint32_t kMaxStreamsPerConn = 100;
-constexpr uint64_t kMaxRequestsPerConn = 10000;
 constexpr uint64_t kExtraIdleMs = 1000;
 }  // namespace
 
@@ -224,7 +223,7 @@ bool H2UpstreamConn::accepts() const {
   if (inner_ && (inner_->closed() || inner_->draining())) return false;
   uint32_t limit = kMaxStreamsPerConn;
   if (inner_ && inner_->ready()) limit = std::min(limit, inner_->peer_max_streams());
-  if (streams_.size() >= limit || requests_ >= kMaxRequestsPerConn) return false;
+  if (streams_.size() >= limit || requests_ >= kDefaultMaxRequestsPerConnection) return false;
   return !cb_ || cb_->connection_reusable(requests_);
 }
 

@@ -193,16 +193,12 @@ void TcpConn::write(std::string&& data) {
   // is done now. uv_write alone would also write at once, but its completion
   // comes a loop turn later and re-arms the fd in epoll (one epoll_ctl per
   // write).
-  size_t done = 0;
-  if (queued_ == 0 && !shutdown_sent_) {
-    uv_buf_t b = uv_buf_init(data.data(), static_cast<unsigned>(data.size()));
-    int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
-    if (r > 0) done = static_cast<size_t>(r);
-    if (done == data.size()) {
-      give_buffer(std::move(data));
-      if (handler_) handler_->on_written(this, done);
-      return;
-    }
+  uv_buf_t first = uv_buf_init(data.data(), static_cast<unsigned>(data.size()));
+  size_t done = try_write(&first, 1);
+  if (done == data.size()) {
+    give_buffer(std::move(data));
+    if (handler_) handler_->on_written(this, done);
+    return;
   }
   auto* w = new WriteReq;
   w->data = std::move(data);
